@@ -1,0 +1,31 @@
+#!/bin/bash
+# Install everything the pipeline needs on a fresh Debian (or Ubuntu) machine:
+# the apt packages (QEMU, image tools, PDF tools) and the Python dependencies
+# in .venv/. Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+	qemu-system-x86 qemu-utils mmdebstrap debootstrap e2fsprogs genisoimage
+	openssh-client poppler-utils python3-venv
+	fonts-dejavu-core
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+	"$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+echo "setup: done (.venv ready; run .venv/bin/invoke --list)"

@@ -1,0 +1,919 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * procmem - print the memory layout of one process to the kernel log.
+ *
+ * Load with: insmod procmem.ko pid=N [va=0xADDR] [walk=1] [tag=STRING]
+ *
+ * Every line is one record: "procmem: <record> key=value key=value ...".
+ * See FORMAT.md for the records and their fields.
+ *
+ * The page tables are walked by hand on raw x86_64 entry values, so the
+ * module needs no page-table helper that is hidden from modules.
+ */
+
+#define pr_fmt(fmt) "procmem: " fmt
+
+#include <linux/version.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/kernel.h>
+#include <linux/init.h>
+#include <linux/errno.h>
+#include <linux/slab.h>
+#include <linux/sched.h>
+#include <linux/pid.h>
+#include <linux/mm.h>
+#include <linux/mm_types.h>
+#include <linux/highmem.h>
+#include <linux/uaccess.h>
+#include <linux/dcache.h>
+#include <linux/fs.h>
+#include <linux/path.h>
+#include <linux/err.h>
+#include <linux/rcupdate.h>
+#include <linux/utsname.h>
+#include <linux/limits.h>
+#include <asm/page.h>
+#include <asm/pgtable.h>
+#include <asm/processor.h>
+#include <asm/cpufeature.h>
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 11, 0)
+#include <linux/sched/mm.h>
+#include <linux/sched/task.h>
+#endif
+
+#ifndef CONFIG_X86_64
+#error "procmem supports x86_64 only"
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Kernel version differences: all of them live in this block.        */
+/* ------------------------------------------------------------------ */
+
+static inline void pm_mmap_read_lock(struct mm_struct *mm)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0)
+	mmap_read_lock(mm);
+#else
+	down_read(&mm->mmap_sem);
+#endif
+}
+
+static inline void pm_mmap_read_unlock(struct mm_struct *mm)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0)
+	mmap_read_unlock(mm);
+#else
+	up_read(&mm->mmap_sem);
+#endif
+}
+
+/* True when the CPU runs with 5-level paging (LA57). */
+static inline bool pm_l5_enabled(void)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 18, 0)
+	return pgtable_l5_enabled();
+#else
+	return PGDIR_SHIFT == 48;
+#endif
+}
+
+/* True when page-table isolation is on (the PGD is then two pages). */
+static inline bool pm_pti_enabled(void)
+{
+#if defined(X86_FEATURE_PTI)
+	return boot_cpu_has(X86_FEATURE_PTI);
+#elif defined(X86_FEATURE_KAISER)
+	return boot_cpu_has(X86_FEATURE_KAISER);
+#else
+	return false;
+#endif
+}
+
+/* Speculative reference on the (compound) page: no-op if it is free. */
+static inline struct page *pm_page_tryget(struct page *page)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
+	struct folio *folio = page_folio(page);
+
+	if (!folio_try_get(folio))
+		return NULL;
+	if (unlikely(page_folio(page) != folio)) {
+		folio_put(folio);
+		return NULL;
+	}
+	return folio_page(folio, 0);
+#else
+	struct page *head = compound_head(page);
+
+	if (!get_page_unless_zero(head))
+		return NULL;
+	if (unlikely(compound_head(page) != head)) {
+		put_page(head);
+		return NULL;
+	}
+	return head;
+#endif
+}
+
+static inline void pm_page_put(struct page *head)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
+	folio_put(page_folio(head));
+#else
+	put_page(head);
+#endif
+}
+
+/* Kernel-to-kernel copy that returns an error instead of oopsing. */
+static inline long pm_copy_nofault(void *dst, const void *src, size_t len)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0)
+	return copy_from_kernel_nofault(dst, src, len);
+#else
+	return probe_kernel_read(dst, src, len);
+#endif
+}
+
+/* The path /proc/PID/maps shows for a mapped file (overlayfs aware). */
+static inline const struct path *pm_file_path(struct file *file)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	return file_user_path(file);
+#else
+	return &file->f_path;
+#endif
+}
+
+/* Shared memory resident pages, or -1 where the counter does not exist. */
+static inline long pm_rss_shmem(struct mm_struct *mm)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 5, 0)
+	return (long)get_mm_counter(mm, MM_SHMEMPAGES);
+#else
+	return -1;
+#endif
+}
+
+/* mm->data_vm, or -1 where the field does not exist. */
+static inline long pm_data_vm(struct mm_struct *mm)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 5, 0)
+	return (long)mm->data_vm;
+#else
+	return -1;
+#endif
+}
+
+static inline unsigned long pm_pinned_vm(struct mm_struct *mm)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 1, 0)
+	return (unsigned long)atomic64_read(&mm->pinned_vm);
+#else
+	return mm->pinned_vm;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* End of the version block.                                          */
+/* ------------------------------------------------------------------ */
+
+/* Raw x86_64 page-table entry bits. */
+#define PM_P		(1ULL << 0)
+#define PM_PS		(1ULL << 7)
+#define PM_PROTNONE	(1ULL << 8)
+#define PM_SPECIAL	(1ULL << 9)
+#define PM_ADDR_MASK	0x000ffffffffff000ULL
+#define PM_ENTRIES	512
+#define PM_PTE_SHIFT	12
+#define PM_PMD_SHIFT	21
+#define PM_PUD_SHIFT	30
+#define PM_ESC_MAX	200
+#define PM_BYTES	16
+
+static int pid;
+module_param(pid, int, 0444);
+MODULE_PARM_DESC(pid, "process id to describe (required)");
+
+static unsigned long va;
+static bool va_given;
+
+static int pm_set_va(const char *val, const struct kernel_param *kp)
+{
+	int ret = param_set_ulong(val, kp);
+
+	if (!ret)
+		va_given = true;
+	return ret;
+}
+
+static const struct kernel_param_ops pm_va_ops = {
+	.set = pm_set_va,
+	.get = param_get_ulong,
+};
+module_param_cb(va, &pm_va_ops, &va, 0444);
+MODULE_PARM_DESC(va, "user virtual address to translate (optional)");
+
+static bool walk;
+module_param(walk, bool, 0444);
+MODULE_PARM_DESC(walk, "count present page-table entries per level");
+
+static char *tag;
+module_param(tag, charp, 0444);
+MODULE_PARM_DESC(tag, "free-form label echoed in begin/end/unload");
+
+/* Escaped tag, kept for the unload record. */
+static char pm_tag[PM_ESC_MAX + 1];
+static bool pm_tag_trunc;
+static unsigned int pm_nrec;
+
+struct pm_ctx {
+	struct mm_struct *mm;
+	const u64 *pgd;
+	unsigned long zero_pfn;
+	int top_shift;
+	bool l5;
+	bool pti;
+	char esc[PM_ESC_MAX + 1];
+	char release[PM_ESC_MAX + 1];
+	char flags[96];
+	char path[PATH_MAX];
+};
+
+struct pm_count {
+	unsigned long present;
+	unsigned long rss;
+	unsigned long level[5];
+	unsigned long huge_pmd;
+	unsigned long huge_pud;
+	bool normal_only;
+	bool check_vma;		/* descend only where a VMA lives */
+};
+
+/* Print one record and count it. */
+static __printf(1, 2) void pm_rec(const char *fmt, ...)
+{
+	struct va_format vaf;
+	va_list args;
+
+	va_start(args, fmt);
+	vaf.fmt = fmt;
+	vaf.va = &args;
+	pr_info("%pV\n", &vaf);
+	va_end(args);
+	pm_nrec++;
+}
+
+static void pm_error(int err, const char *reason)
+{
+	pr_err("error tag=%s pid=%d errno=%d reason=%s\n",
+	       pm_tag, pid, err, reason);
+	pm_nrec++;
+}
+
+/*
+ * Copy @src to @dst replacing bytes <= 0x20, >= 0x7f, '"' and '\\' by a
+ * backslash and three octal digits. Stops before PM_ESC_MAX characters
+ * and returns true when the input had to be cut.
+ */
+static bool pm_escape(char *dst, const char *src)
+{
+	const unsigned char *s = (const unsigned char *)src;
+	size_t n = 0;
+
+	for (; *s; s++) {
+		bool plain = *s > 0x20 && *s < 0x7f && *s != '"' && *s != '\\';
+		size_t need = plain ? 1 : 4;
+
+		if (n + need > PM_ESC_MAX) {
+			dst[n] = '\0';
+			return true;
+		}
+		if (plain)
+			dst[n] = *s;
+		else
+			snprintf(dst + n, 5, "\\%03o", *s);
+		n += need;
+	}
+	dst[n] = '\0';
+	return false;
+}
+
+static const char *pm_trunc_field(bool truncated)
+{
+	return truncated ? " truncated=1" : "";
+}
+
+/* Render the set bits of a raw entry as "P|RW|US|...", or "-". */
+static const char *pm_flag_names(char *buf, size_t len, u64 v)
+{
+	static const char * const names[12] = {
+		"P", "RW", "US", "PWT", "PCD", "A", "D", "PS", "G",
+		"AVL9", "AVL10", "AVL11",
+	};
+	size_t n = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = 0; i < 12; i++)
+		if (v & (1ULL << i))
+			n += scnprintf(buf + n, len - n, "%s%s",
+				       n ? "|" : "", names[i]);
+	if (v & (1ULL << 63))
+		n += scnprintf(buf + n, len - n, "%sNX", n ? "|" : "");
+	if (!n)
+		scnprintf(buf, len, "-");
+	return buf;
+}
+
+/* ---- raw page-table access ---------------------------------------- */
+
+static inline unsigned int pm_index(unsigned long addr, int shift)
+{
+	return (addr >> shift) & (PM_ENTRIES - 1);
+}
+
+/* Counter slot of a level: 0 pte, 1 pmd, 2 pud, 3 p4d or pgd, 4 pgd. */
+static inline int pm_slot(int shift)
+{
+	return (shift - PM_PTE_SHIFT) / 9;
+}
+
+static const char *pm_level_name(const struct pm_ctx *c, int shift)
+{
+	static const char * const names[5] = {
+		"pte", "pmd", "pud", "p4d", "pgd"
+	};
+
+	if (shift == c->top_shift)
+		return "pgd";
+	return names[pm_slot(shift)];
+}
+
+static inline bool pm_is_leaf(u64 v, int shift)
+{
+	if (shift == PM_PTE_SHIFT)
+		return true;
+	return (shift == PM_PMD_SHIFT || shift == PM_PUD_SHIFT) &&
+	       (v & PM_PS);
+}
+
+/*
+ * Present test on a raw entry. PTEs use the pte_present() rule (P or
+ * PROTNONE), tested on the raw value so no paravirt hook sees it; a PMD
+ * leaf made PROTNONE by NUMA balancing also counts.
+ */
+static inline bool pm_present(u64 v, int shift)
+{
+	if (shift == PM_PTE_SHIFT)
+		return v & (PM_P | PM_PROTNONE);
+	if (shift == PM_PMD_SHIFT && (v & PM_PS) && (v & PM_PROTNONE))
+		return true;
+	return v & PM_P;
+}
+
+/* Kernel virtual address of the table an entry points to, or NULL. */
+static const u64 *pm_next_table(u64 v)
+{
+	u64 phys = v & PM_ADDR_MASK;
+
+	if (!pfn_valid(phys >> PAGE_SHIFT))
+		return NULL;
+	return (const u64 *)__va(phys);
+}
+
+/* Physical address of the first byte of a leaf's frame. */
+static inline u64 pm_leaf_base(u64 v, int shift)
+{
+	return v & PM_ADDR_MASK & ~((1ULL << shift) - 1);
+}
+
+/* ---- range walker (rss, present and per-level counts) -------------- */
+
+static void pm_walk_range(struct pm_ctx *c, struct pm_count *cnt,
+			  const u64 *table, int shift,
+			  unsigned long start, unsigned long end);
+
+static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
+			  int shift, unsigned long start, unsigned long end)
+{
+	unsigned long pages = (end - start) >> PAGE_SHIFT;
+	u64 pfn = pm_leaf_base(v, shift) >> PAGE_SHIFT;
+
+	cnt->present += pages;
+	if (shift == PM_PMD_SHIFT)
+		cnt->huge_pmd++;
+	else if (shift == PM_PUD_SHIFT)
+		cnt->huge_pud++;
+	/* Like vm_normal_page(): no zero page, no special mappings. */
+	if (pfn == c->zero_pfn || (v & PM_SPECIAL))
+		return;
+	cnt->rss += pages;
+}
+
+/* True when some VMA overlaps [start, end). */
+static bool pm_range_has_vma(struct mm_struct *mm, unsigned long start,
+			     unsigned long end)
+{
+	struct vm_area_struct *vma = find_vma(mm, start);
+
+	return vma && vma->vm_start < end;
+}
+
+static void pm_walk_entry(struct pm_ctx *c, struct pm_count *cnt,
+			  const u64 *table, int shift,
+			  unsigned long start, unsigned long end)
+{
+	u64 v = READ_ONCE(table[pm_index(start, shift)]);
+	const u64 *next;
+
+	if (!pm_present(v, shift))
+		return;
+	cnt->level[pm_slot(shift)]++;
+	if (pm_is_leaf(v, shift)) {
+		pm_count_leaf(c, cnt, v, shift, start, end);
+		return;
+	}
+	/*
+	 * Since munmap() may free page tables after downgrading to the read
+	 * lock, only tables that cover a live VMA are known to stay.
+	 */
+	if (cnt->check_vma && !pm_range_has_vma(c->mm, start, end))
+		return;
+	next = pm_next_table(v);
+	if (next)
+		pm_walk_range(c, cnt, next, shift - 9, start, end);
+}
+
+/* Walk [start, end) of one table level; end may be 0 for "top of space". */
+static void pm_walk_range(struct pm_ctx *c, struct pm_count *cnt,
+			  const u64 *table, int shift,
+			  unsigned long start, unsigned long end)
+{
+	unsigned long addr, next;
+
+	for (addr = start; addr < end; addr = next) {
+		next = (addr | ((1UL << shift) - 1)) + 1;
+		if (next > end || next == 0)
+			next = end;
+		/* PTE tables may be freed by RCU (khugepaged collapse). */
+		if (shift == PM_PMD_SHIFT) {
+			rcu_read_lock();
+			pm_walk_entry(c, cnt, table, shift, addr, next);
+			rcu_read_unlock();
+		} else {
+			pm_walk_entry(c, cnt, table, shift, addr, next);
+		}
+		if (shift == PM_PUD_SHIFT)
+			cond_resched();
+	}
+}
+
+/* ---- records -------------------------------------------------------- */
+
+static void pm_print_begin(struct pm_ctx *c, struct task_struct *task)
+{
+	char comm[TASK_COMM_LEN];
+	bool trunc;
+
+	get_task_comm(comm, task);
+	trunc = pm_escape(c->esc, comm) || pm_tag_trunc;
+	pm_escape(c->release, utsname()->release);
+	pm_rec("begin tag=%s pid=%d comm=%s kernel=%s page_size=%lu levels=%d pti=%d va_bits=%d task_size=0x%lx%s",
+	       pm_tag, pid, c->esc, c->release, PAGE_SIZE,
+	       c->l5 ? 5 : 4, c->pti ? 1 : 0, c->l5 ? 57 : 48,
+	       c->mm->task_size, pm_trunc_field(trunc));
+}
+
+static void pm_region(const char *name, unsigned long start,
+		      unsigned long end)
+{
+	pm_rec("region name=%s start=0x%lx end=0x%lx size=%lu",
+	       name, start, end, end >= start ? end - start : 0);
+}
+
+static void pm_print_regions(struct pm_ctx *c)
+{
+	struct mm_struct *mm = c->mm;
+	struct vm_area_struct *vma;
+	unsigned long ss = mm->start_stack;
+	unsigned long s = 0, e = 0;
+
+	pm_region("code", mm->start_code, mm->end_code);
+	pm_region("data", mm->start_data, mm->end_data);
+	pm_region("heap", mm->start_brk, mm->brk);
+	vma = find_vma(mm, ss);
+	if (vma && vma->vm_start <= ss) {
+		s = vma->vm_start;
+		e = vma->vm_end;
+	}
+	pm_rec("region name=stack start=0x%lx end=0x%lx size=%lu start_stack=0x%lx",
+	       s, e, e - s, ss);
+	pm_region("args", mm->arg_start, mm->arg_end);
+	pm_region("env", mm->env_start, mm->env_end);
+}
+
+/* Name of a VMA as /proc/PID/maps shows it, escaped into c->esc. */
+static bool pm_vma_name(struct pm_ctx *c, struct vm_area_struct *vma,
+			const char **kind)
+{
+	struct mm_struct *mm = c->mm;
+	const char *name = NULL;
+
+	if (vma->vm_file) {
+		name = d_path(pm_file_path(vma->vm_file), c->path,
+			      sizeof(c->path));
+		if (IS_ERR(name))
+			name = "[d_path_error]";
+		*kind = "file";
+	} else if (vma->vm_ops && vma->vm_ops->name &&
+		   (name = vma->vm_ops->name(vma)) != NULL) {
+		*kind = "special";
+	} else if (vma->vm_start <= mm->brk && vma->vm_end >= mm->start_brk) {
+		name = "[heap]";
+		*kind = "heap";
+	} else if (vma->vm_start <= mm->start_stack &&
+		   vma->vm_end >= mm->start_stack) {
+		name = "[stack]";
+		*kind = "stack";
+	} else {
+		name = "";
+		*kind = "anon";
+	}
+	return pm_escape(c->esc, name);
+}
+
+static void pm_print_vma(struct pm_ctx *c, struct vm_area_struct *vma,
+			 unsigned int idx)
+{
+	unsigned long flags = (unsigned long)vma->vm_flags;
+	struct pm_count cnt = { 0 };
+	const char *kind;
+	char perms[5];
+	bool trunc;
+
+	perms[0] = (flags & VM_READ) ? 'r' : '-';
+	perms[1] = (flags & VM_WRITE) ? 'w' : '-';
+	perms[2] = (flags & VM_EXEC) ? 'x' : '-';
+	perms[3] = (flags & VM_MAYSHARE) ? 's' : 'p';
+	perms[4] = '\0';
+
+	pm_walk_range(c, &cnt, c->pgd, c->top_shift,
+		      vma->vm_start, vma->vm_end);
+	if (flags & (VM_PFNMAP | VM_IO))
+		cnt.rss = 0;
+
+	trunc = pm_vma_name(c, vma, &kind);
+	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s%s",
+	       idx, vma->vm_start, vma->vm_end, vma->vm_end - vma->vm_start,
+	       perms, (unsigned long long)vma->vm_pgoff << PAGE_SHIFT,
+	       flags, cnt.rss, cnt.present, c->esc, kind,
+	       pm_trunc_field(trunc));
+}
+
+static void pm_print_vmas(struct pm_ctx *c)
+{
+	struct vm_area_struct *vma;
+	unsigned int idx = 0;
+
+	for (vma = find_vma(c->mm, 0); vma;
+	     vma = find_vma(c->mm, vma->vm_end)) {
+		pm_print_vma(c, vma, idx++);
+		cond_resched();
+	}
+}
+
+/* Format " name=N" into buf, or nothing when val < 0 (field absent). */
+static const char *pm_opt(char *buf, size_t len, const char *name, long val)
+{
+	buf[0] = '\0';
+	if (val >= 0)
+		snprintf(buf, len, " %s=%ld", name, val);
+	return buf;
+}
+
+static void pm_print_counters(struct pm_ctx *c)
+{
+	struct mm_struct *mm = c->mm;
+	char shmem[40], data[40];
+
+	pm_rec("counters rss=%lu rss_file=%lu rss_anon=%lu%s swap=%lu total_vm=%lu locked_vm=%lu pinned_vm=%lu%s exec_vm=%lu stack_vm=%lu map_count=%d hiwater_rss=%lu",
+	       get_mm_rss(mm),
+	       (unsigned long)get_mm_counter(mm, MM_FILEPAGES),
+	       (unsigned long)get_mm_counter(mm, MM_ANONPAGES),
+	       pm_opt(shmem, sizeof(shmem), "rss_shmem", pm_rss_shmem(mm)),
+	       (unsigned long)get_mm_counter(mm, MM_SWAPENTS),
+	       mm->total_vm, mm->locked_vm, pm_pinned_vm(mm),
+	       pm_opt(data, sizeof(data), "data_vm", pm_data_vm(mm)),
+	       mm->exec_vm, mm->stack_vm, mm->map_count,
+	       get_mm_hiwater_rss(mm));
+}
+
+/* First virtual address covered by top-level entry idx (sign-extended). */
+static unsigned long pm_top_va(const struct pm_ctx *c, unsigned int idx)
+{
+	unsigned long addr = (unsigned long)idx << c->top_shift;
+
+	if (idx >= PM_ENTRIES / 2)
+		addr |= ~((1UL << (c->top_shift + 9)) - 1);
+	return addr;
+}
+
+static void pm_dump_pgd(struct pm_ctx *c, const u64 *pgd, const char *name)
+{
+	unsigned int i, present = 0, user = 0;
+	unsigned long start;
+	u64 v;
+
+	pm_rec("pgd table=%s pa=0x%lx entries=%d",
+	       name, (unsigned long)__pa(pgd), PM_ENTRIES);
+	for (i = 0; i < PM_ENTRIES; i++) {
+		v = READ_ONCE(pgd[i]);
+		if (!(v & PM_P))
+			continue;
+		present++;
+		if (i < PM_ENTRIES / 2)
+			user++;
+		start = pm_top_va(c, i);
+		pm_rec("pgde table=%s idx=%u va_start=0x%lx va_end=0x%lx value=0x%016llx next_pa=0x%llx flags=%s",
+		       name, i, start, start + ((1UL << c->top_shift) - 1),
+		       (unsigned long long)v,
+		       (unsigned long long)(v & PM_ADDR_MASK),
+		       pm_flag_names(c->flags, sizeof(c->flags), v));
+	}
+	pm_rec("pgd_summary table=%s present=%u user=%u kernel=%u",
+	       name, present, user, present - user);
+}
+
+static void pm_print_walk(struct pm_ctx *c)
+{
+	struct pm_count cnt = { .check_vma = true };
+	unsigned long end = 1UL << (c->top_shift + 8);
+	int top = pm_slot(c->top_shift);
+	char p4d[40];
+
+	pm_walk_range(c, &cnt, c->pgd, c->top_shift, 0, end);
+	pm_opt(p4d, sizeof(p4d), "p4d", c->l5 ? (long)cnt.level[3] : -1);
+	pm_rec("walk levels=%d pgd=%lu%s pud=%lu pmd=%lu pte=%lu huge_pmd=%lu huge_pud=%lu",
+	       c->l5 ? 5 : 4, cnt.level[top], p4d, cnt.level[2],
+	       cnt.level[1], cnt.level[0], cnt.huge_pmd, cnt.huge_pud);
+}
+
+/* ---- va translation -------------------------------------------------- */
+
+struct pm_xlate {
+	u64 val[5];
+	unsigned int idx[5];
+	int shift[5];
+	int nlev;
+	bool present;
+	int leaf_shift;
+	u64 pa;
+	struct page *head;	/* referenced compound head, or NULL */
+	struct page *page;	/* the 4 KiB page holding va */
+	const char *reason;
+};
+
+/* Take a reference on the page under RCU, if it is safe to read. */
+static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x)
+{
+	unsigned long pfn = x->pa >> PAGE_SHIFT;
+
+	if (!vma) {
+		x->reason = "no_vma";
+	} else if (vma->vm_flags & (VM_IO | VM_PFNMAP)) {
+		x->reason = "io_or_pfnmap";
+	} else if (!pfn_valid(pfn)) {
+		x->reason = "invalid_pfn";
+	} else {
+		x->page = pfn_to_page(pfn);
+		x->head = pm_page_tryget(x->page);
+		if (!x->head)
+			x->reason = "page_ref_failed";
+	}
+}
+
+/* Walk every level for addr; entries are collected, not printed. */
+static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
+		     unsigned long addr, struct pm_xlate *x)
+{
+	const u64 *table = c->pgd;
+	int shift;
+	u64 v;
+
+	x->reason = "not_present";
+	rcu_read_lock();
+	for (shift = c->top_shift; shift >= PM_PTE_SHIFT; shift -= 9) {
+		x->idx[x->nlev] = pm_index(addr, shift);
+		x->shift[x->nlev] = shift;
+		v = READ_ONCE(table[x->idx[x->nlev]]);
+		x->val[x->nlev++] = v;
+		if (!pm_present(v, shift))
+			break;
+		if (!vma) {
+			x->reason = "no_vma";
+			break;
+		}
+		if (pm_is_leaf(v, shift)) {
+			x->present = true;
+			x->leaf_shift = shift;
+			x->pa = pm_leaf_base(v, shift) +
+				(addr & ((1UL << shift) - 1));
+			x->reason = NULL;
+			pm_xlate_ref(vma, x);
+			break;
+		}
+		table = pm_next_table(v);
+		if (!table) {
+			x->reason = "invalid_table";
+			break;
+		}
+	}
+	rcu_read_unlock();
+}
+
+/* Copy the first bytes of the referenced page; may sleep (kmap). */
+static bool pm_read_page(struct page *page, u8 *out)
+{
+	void *kaddr = kmap(page);
+	bool ok = !pm_copy_nofault(out, kaddr, PM_BYTES);
+
+	kunmap(page);
+	return ok;
+}
+
+static void pm_print_frame(struct pm_xlate *x)
+{
+	u8 bytes[PM_BYTES];
+
+	if (!x->present) {
+		pm_rec("va_frame present=0 reason=%s", x->reason);
+		return;
+	}
+	if (x->head) {
+		if (!pm_read_page(x->page, bytes))
+			x->reason = "read_fault";
+		pm_page_put(x->head);
+	}
+	if (x->reason) {
+		pm_rec("va_frame present=1 pfn=0x%llx pa=0x%llx page_size=%lu reason=%s",
+		       (unsigned long long)(x->pa >> PAGE_SHIFT),
+		       (unsigned long long)x->pa, 1UL << x->leaf_shift,
+		       x->reason);
+		return;
+	}
+	pm_rec("va_frame present=1 pfn=0x%llx pa=0x%llx page_size=%lu bytes=%*phN",
+	       (unsigned long long)(x->pa >> PAGE_SHIFT),
+	       (unsigned long long)x->pa, 1UL << x->leaf_shift,
+	       PM_BYTES, bytes);
+}
+
+static void pm_print_va(struct pm_ctx *c)
+{
+	struct vm_area_struct *vma = find_vma(c->mm, va);
+	struct pm_xlate x = { 0 };
+	int i;
+
+	if (vma && vma->vm_start > va)
+		vma = NULL;
+	if (vma)
+		pm_rec("va addr=0x%lx mapped=1 vma_start=0x%lx vma_end=0x%lx",
+		       va, vma->vm_start, vma->vm_end);
+	else
+		pm_rec("va addr=0x%lx mapped=0", va);
+
+	pm_xlate(c, vma, va, &x);
+	for (i = 0; i < x.nlev; i++)
+		pm_rec("va_level level=%s idx=%u value=0x%016llx flags=%s",
+		       pm_level_name(c, x.shift[i]), x.idx[i],
+		       (unsigned long long)x.val[i],
+		       pm_flag_names(c->flags, sizeof(c->flags), x.val[i]));
+	pm_print_frame(&x);
+}
+
+/* Everything between begin and end, under the mmap read lock. */
+static void pm_report(struct pm_ctx *c)
+{
+	pm_mmap_read_lock(c->mm);
+	pm_print_regions(c);
+	pm_print_vmas(c);
+	pm_print_counters(c);
+	pm_dump_pgd(c, c->pgd, "kernel");
+	if (c->pti)
+		pm_dump_pgd(c, (const u64 *)((unsigned long)c->pgd | PAGE_SIZE),
+			    "user");
+	if (walk)
+		pm_print_walk(c);
+	if (va_given)
+		pm_print_va(c);
+	pm_mmap_read_unlock(c->mm);
+}
+
+/* ---- setup ----------------------------------------------------------- */
+
+static int pm_check_params(void)
+{
+	if (pid <= 0) {
+		pm_error(-EINVAL, pid ? "bad_pid" : "pid_not_set");
+		return -EINVAL;
+	}
+	if (va_given && (va == 0 || va >= TASK_SIZE_MAX)) {
+		pm_error(-EINVAL, "bad_va_not_canonical_user_address");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct task_struct *pm_get_task(void)
+{
+	struct pid *p = find_get_pid(pid);
+	struct task_struct *task;
+
+	if (!p)
+		return NULL;
+	task = get_pid_task(p, PIDTYPE_PID);
+	put_pid(p);
+	return task;
+}
+
+/* Reference the mm of task; on failure returns NULL and sets *err. */
+static struct mm_struct *pm_get_mm(struct task_struct *task, int *err)
+{
+	struct mm_struct *mm;
+
+	if (task->flags & PF_KTHREAD) {
+		*err = -EINVAL;
+		pm_error(*err, "kernel_thread_has_no_user_memory");
+		return NULL;
+	}
+	mm = get_task_mm(task);
+	if (!mm) {
+		*err = -ESRCH;
+		pm_error(*err, "process_exited_no_mm");
+	}
+	return mm;
+}
+
+static void pm_ctx_init(struct pm_ctx *c, struct mm_struct *mm)
+{
+	c->mm = mm;
+	c->pgd = (const u64 *)mm->pgd;
+	c->l5 = pm_l5_enabled();
+	c->top_shift = c->l5 ? 48 : 39;
+	c->pti = pm_pti_enabled();
+	c->zero_pfn = page_to_pfn(ZERO_PAGE(0));
+}
+
+static int __init procmem_init(void)
+{
+	struct task_struct *task;
+	struct pm_ctx *c;
+	int err;
+
+	pm_nrec = 0;
+	pm_tag_trunc = pm_escape(pm_tag, (tag && *tag) ? tag : "-");
+	err = pm_check_params();
+	if (err)
+		return err;
+
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c) {
+		pm_error(-ENOMEM, "out_of_memory");
+		return -ENOMEM;
+	}
+	task = pm_get_task();
+	if (!task) {
+		err = -ESRCH;
+		pm_error(err, "no_such_process");
+		goto out_free;
+	}
+	c->mm = pm_get_mm(task, &err);
+	if (!c->mm)
+		goto out_task;
+
+	pm_ctx_init(c, c->mm);
+	pm_print_begin(c, task);
+	pm_report(c);
+	pm_rec("end tag=%s pid=%d records=%u", pm_tag, pid, pm_nrec + 1);
+	err = 0;
+
+	mmput(c->mm);
+out_task:
+	put_task_struct(task);
+out_free:
+	kfree(c);
+	return err;
+}
+
+static void __exit procmem_exit(void)
+{
+	pr_info("unload tag=%s\n", pm_tag);
+}
+
+module_init(procmem_init);
+module_exit(procmem_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("procmem authors");
+MODULE_DESCRIPTION("Print the memory layout and page tables of a process");
