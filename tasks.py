@@ -21,7 +21,7 @@ from invoke import Context, Exit, task
 from memlayout import guests, image, keys, kmod, runs
 from memlayout import verify as verify_mod
 from memlayout.paths import cache_dir
-from memlayout.pipeline import GuestOptions, connect, live_state, prepare_vm, session
+from memlayout.pipeline import GuestOptions, boot, connect, live_state, session, sync_clock
 from memlayout.remote import Remote
 from memlayout.vm import DEFAULT_CPU, stop_detached
 
@@ -62,25 +62,23 @@ def image_(
     print(base.directory)
 
 
-@task(help=VM_HELP)
+@task(help={**VM_HELP, "warm": "resume a saved booted state when one matches (default)"})
 def up(
     c: Context,
     guest: str = guests.DEFAULT_GUEST,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
+    warm: bool = True,
 ) -> None:
     """Boot a guest and leave it running; its state goes to the run directory."""
     if live_state(guest):
         raise _fail(f"a {guest} VM is already running (invoke down --guest {guest})")
     run_dir = runs.new_run(f"up-{guest}")
-    vm = prepare_vm(_opts(guest, accel, cpu, mirror), run_dir, detached=True)
-    try:
-        vm.start()
-        vm.wait_for_ssh()
-    except BaseException:
-        vm.kill()
-        raise
+    vm = boot(_opts(guest, accel, cpu, mirror), run_dir, detached=True, use_warm=warm)
+    if vm.resumed:
+        with connect(vm.spec.ssh_port, vm.image.host_key) as remote:
+            sync_clock(remote)
     state = vm.state()
     state.save(run_dir / "vm.json")
     state.save(runs.active_state_path(guest))
@@ -250,4 +248,108 @@ def verify(
         f"(pid {result.pid} {result.comm}); {run_dir / 'verify.json'}"
     )
     if bad:
+        raise Exit(code=1)
+
+
+GUESTS_HELP = {**VM_HELP, "guest": "guest profile; repeat for several kernels in one report"}
+
+
+def _guest_list(guest: list[str]) -> list[str]:
+    names = guest or [guests.DEFAULT_GUEST]
+    for name in names:
+        guests.get_profile(name)
+    return names
+
+
+@task(help=VM_HELP)
+def experiments(
+    c: Context,
+    guest: str = guests.DEFAULT_GUEST,
+    accel: str = "auto",
+    cpu: str = DEFAULT_CPU,
+    mirror: str | None = None,
+) -> None:
+    """Run the app's scenarios with the module at every checkpoint; save data and plots."""
+    from memlayout import experiments as exp_mod
+    from memlayout import plots
+
+    run_dir = runs.new_run(f"experiments-{guest}")
+    data = {}
+    failed = 0
+    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
+        _push_and_build(s.remote, run_dir)
+        for scenario in exp_mod.SCENARIOS:
+            exp = exp_mod.run_scenario(s.remote, scenario, run_dir / "experiments")
+            data[scenario] = exp.to_json()
+            bad = [r for r in exp.rules if not r.ok]
+            failed += len(bad) + sum(not v["ok"] for v in exp.verifications)
+            print(f"{scenario}: {len(exp.points)} checkpoints, {len(exp.rules)} rules, "
+                  f"{len(bad)} broken")  # fmt: skip
+            for r in bad:
+                print(f"  FAIL {r.name}: {r.detail}")
+    plots.all_plots(data, run_dir / "plots")
+    print(run_dir)
+    if failed:
+        raise Exit(code=1)
+
+
+@task(help={**VM_HELP, "count": "number of insmod/rmmod cycles", "stress": "churning target",
+            "pid": "target pid (default: an idle app)"})  # fmt: skip
+def cycles(
+    c: Context,
+    count: int = 20,
+    stress: bool = False,
+    pid: int = 0,
+    guest: str = guests.DEFAULT_GUEST,
+    accel: str = "auto",
+    cpu: str = DEFAULT_CPU,
+    mirror: str | None = None,
+) -> None:
+    """Run COUNT insmod/rmmod cycles in one guest loop; fail on any oops, BUG or warning."""
+    from memlayout import cycles as cycles_mod
+
+    run_dir = runs.new_run(f"cycles-{guest}")
+    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
+        _push_and_build(s.remote, run_dir)
+        stats = cycles_mod.run(s.remote, count, stress=stress, target_pid=pid or None)
+    (run_dir / "cycles.json").write_text(json.dumps(stats.to_json(), indent=1) + "\n")
+    summary = stats.summary()
+    print(
+        f"{summary['count']} cycles: mean {summary['mean_ms']} ms, p50 {summary['p50_ms']}, "
+        f"p90 {summary['p90_ms']}, p99 {summary['p99_ms']}, max {summary['max_ms']} ms; "
+        f"refused loads {summary['failed_loads']}, incomplete records "
+        f"{summary['incomplete_records']}, kernel trouble {len(stats.trouble)}"
+    )
+    for line in stats.trouble[:5]:
+        print(f"  {line}")
+    if not stats.ok:
+        raise Exit(code=1)
+
+
+@task(iterable=["guest"], help={**GUESTS_HELP, "cycles": "insmod/rmmod cycles per guest",
+                                "stress": "stress cycles per guest (0: none)"})  # fmt: skip
+def all(
+    c: Context,
+    guest: list[str] | None = None,
+    accel: str = "auto",
+    cpu: str = DEFAULT_CPU,
+    mirror: str | None = None,
+    cycles: int = 100,
+    stress: int = 0,
+) -> None:
+    """Everything: image, boot, build, verify, experiments, cycles, report; per guest."""
+    from memlayout import allrun
+
+    names = _guest_list(guest or [])
+    run_dir = runs.new_run("all")
+    summary = allrun.run_all(
+        [_opts(name, accel, cpu, mirror) for name in names],
+        run_dir,
+        cycle_count=cycles,
+        stress_count=stress,
+    )
+    for failure in summary["failures"]:
+        print(f"FAIL {failure}", file=sys.stderr)
+    print(summary["report"])
+    if not summary["ok"]:
         raise Exit(code=1)

@@ -34,16 +34,22 @@ static int nowait;
 static sigset_t usr1;
 static long page;
 
+/* Wait for SIGUSR1; a SIGSTOP/SIGCONT from the host interrupts the wait (EINTR). */
 static void wait_go(void)
 {
-	struct timespec limit = { .tv_sec = WAIT_SECONDS };
+	time_t deadline = time(NULL) + WAIT_SECONDS;
+	struct timespec limit = { 0 };
 
 	if (nowait)
 		return;
-	if (sigtimedwait(&usr1, NULL, &limit) < 0) {
-		fprintf(stderr, "app: no SIGUSR1 within %d s, exiting\n", WAIT_SECONDS);
-		exit(3);
+	while ((limit.tv_sec = deadline - time(NULL)) > 0) {
+		if (sigtimedwait(&usr1, NULL, &limit) >= 0)
+			return;
+		if (errno != EINTR && errno != EAGAIN)
+			break;
 	}
+	fprintf(stderr, "app: no SIGUSR1 within %d s, exiting\n", WAIT_SECONDS);
+	exit(3);
 }
 
 /* Print one checkpoint line (the caller gives the key=value tail). */

@@ -17,14 +17,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from . import warm as warm_mod
 from .console import ConsoleWatcher, tail
 from .image import BaseImage
 from .progress import Reporter, Step, to_stderr
+from .warm import WarmState
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_CPU = "Skylake-Client-v1"  # Intel vendor, 48-bit addresses, guest enables PTI
@@ -145,6 +147,7 @@ class VMState:
     image_sha256: str
     run_dir: str
     boot_seconds: float = 0.0
+    resumed: bool = False
     started_at: float = field(default_factory=time.time)
 
     def save(self, path: Path) -> None:
@@ -169,6 +172,7 @@ class VM:
         memory_mib: int = 1024,
         smp: int = 2,
         detached: bool = False,
+        warm: WarmState | None = None,
         report: Reporter = to_stderr,
     ) -> None:
         self.image = image
@@ -190,8 +194,17 @@ class VM:
             initrd=image.initrd_path,
             seed_iso=image.seed_path,
         )
+        self.warm = warm if warm is not None and warm.ready() else None
+        if self.warm is not None:
+            self.spec = replace(self.spec, extra_args=("-incoming", f"exec:cat {self.warm.state}"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.boot_seconds = 0.0
+        self.cold_boot_seconds = 0.0  # when resumed: how long the cold boot took
+
+    @property
+    def resumed(self) -> bool:
+        """True when this VM continues a saved, already-booted state."""
+        return self.warm is not None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -209,7 +222,8 @@ class VM:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        create_overlay(self.image.disk_path, self.spec.overlay)
+        backing = self.warm.disk if self.warm is not None else self.image.disk_path
+        create_overlay(backing, self.spec.overlay)
         cmd = qemu_command(self.spec)
         (self.run_dir / f"{self.image.guest}-qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
         stderr_log = (self.run_dir / f"{self.image.guest}-qemu-stderr.log").open("wb")
@@ -223,8 +237,14 @@ class VM:
         )
         stderr_log.close()
         self._started = time.monotonic()
+        if self.warm is not None:
+            try:
+                warm_mod.resume(self.spec.qmp_socket)
+            except (OSError, RuntimeError) as exc:
+                raise self._error(f"resuming the saved state failed: {exc}") from exc
+        how = "resumed a saved state" if self.warm is not None else "booting"
         self.report(
-            f"vm: started {self.image.guest} (pid {self.proc.pid}, "
+            f"vm: {how}: {self.image.guest} (pid {self.proc.pid}, "
             f"accel {self.spec.accel}: {self.accel_reason}; cpu {self.spec.cpu}; "
             f"ssh 127.0.0.1:{self.spec.ssh_port})"
         )
@@ -297,6 +317,16 @@ class VM:
         self.kill()
         return time.monotonic() - started
 
+    def save_warm(self, target: WarmState) -> float:
+        """Save this booted VM's state into ``target``; the VM is gone afterwards."""
+        try:
+            return warm_mod.save(self.spec.qmp_socket, self.spec.overlay, target)
+        finally:
+            if self.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
+            self.kill()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -325,6 +355,7 @@ class VM:
             image_sha256=self.image.sha256,
             run_dir=str(self.run_dir),
             boot_seconds=round(self.boot_seconds, 2),
+            resumed=self.resumed,
         )
 
 
