@@ -19,6 +19,7 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from memlayout import guests, image, keys, kmod, runs
+from memlayout import submission as submission_mod
 from memlayout import verify as verify_mod
 from memlayout.paths import cache_dir
 from memlayout.pipeline import GuestOptions, boot, connect, live_state, session, sync_clock
@@ -326,8 +327,15 @@ def cycles(
         raise Exit(code=1)
 
 
-@task(iterable=["guest"], help={**GUESTS_HELP, "cycles": "insmod/rmmod cycles per guest",
-                                "stress": "stress cycles per guest (0: none)"})  # fmt: skip
+@task(
+    iterable=["guest", "author"],
+    help={
+        **GUESTS_HELP,
+        "cycles": "insmod/rmmod cycles per guest",
+        "stress": "stress cycles per guest (0: none)",
+        "author": 'group member "Name" or "Name:student-id"; repeat (default: submission.toml)',
+    },
+)
 def all(
     c: Context,
     guest: list[str] | None = None,
@@ -336,20 +344,42 @@ def all(
     mirror: str | None = None,
     cycles: int = 100,
     stress: int = 0,
+    author: list[str] | None = None,
 ) -> None:
-    """Everything: image, boot, build, verify, experiments, cycles, report; per guest."""
+    """Everything: image, boot, build, verify, experiments, cycles, report, bundle; per guest."""
     from memlayout import allrun
 
     names = _guest_list(guest or [])
+    sub = submission_mod.load(cli_authors=author or None)
     run_dir = runs.new_run("all")
     summary = allrun.run_all(
         [_opts(name, accel, cpu, mirror) for name in names],
         run_dir,
         cycle_count=cycles,
         stress_count=stress,
+        submission=sub,
     )
+    print(f"bundle: {summary['bundle']}", file=sys.stderr)
     for failure in summary["failures"]:
         print(f"FAIL {failure}", file=sys.stderr)
     print(summary["report"])
     if not summary["ok"]:
         raise Exit(code=1)
+
+
+@task(
+    iterable=["author"],
+    help={"run": "run directory (default: runs/latest)", "author": "as for invoke all"},
+)
+def submission(c: Context, run: str = "", author: list[str] | None = None) -> None:
+    """Bundle a finished run (report, sources, README.txt, logs) for the course."""
+    from memlayout.paths import runs_dir
+
+    run_dir = Path(run) if run else (runs_dir() / "latest").resolve()
+    if not (run_dir / "report.pdf").exists():
+        raise _fail(f"{run_dir} has no report.pdf: run invoke all first")
+    try:
+        sub = submission_mod.load(cli_authors=author or None)
+        print(submission_mod.make_bundle(run_dir, sub))
+    except submission_mod.SubmissionError as exc:
+        raise _fail(f"submission: {exc}") from None

@@ -11,6 +11,7 @@ pid=$1
 tag=$2
 shift 2
 here=$(dirname "$0")
+KMSG_KEEP=${KMSG_KEEP:-$here/../kmsg.log}
 module=${MODULE:-$here/../kernel-module/procmem.ko}
 va=
 for arg in "$@"; do
@@ -52,6 +53,9 @@ if [ -n "$va" ]; then
 	dd if=/proc/"$pid"/pagemap bs=8 skip="$page" count=1 2>/dev/null | od -An -tx8
 fi
 
+# Move what the kernel logged so far to the keep file, so this load's lines
+# are read from a short log (the keep file plus dmesg is the whole story).
+dmesg -c >>"$KMSG_KEEP"
 echo "memlayout-mark $tag" >/dev/kmsg
 section insmod
 if [ -n "${NOPID:-}" ]; then
@@ -61,7 +65,7 @@ else
 fi
 echo "insmod_status=$?"
 section dmesg
-dmesg --notime | sed -n "/memlayout-mark $tag\$/,\$p"
+dmesg -c | tee -a "$KMSG_KEEP" | sed -n "/memlayout-mark $tag\$/,\$p"
 rmmod procmem 2>/dev/null
 
 [ $stopped = 1 ] && kill -CONT "$pid"

@@ -146,11 +146,24 @@ static inline const struct path *pm_file_path(struct file *file)
 #endif
 }
 
+/*
+ * One rss counter, exactly. Since 6.2 the counters are per-CPU and a plain
+ * read may lag by a batch per CPU, so sum them as /proc/PID/status does.
+ */
+static inline unsigned long pm_mm_counter(struct mm_struct *mm, int member)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+	return (unsigned long)percpu_counter_sum_positive(&mm->rss_stat[member]);
+#else
+	return (unsigned long)get_mm_counter(mm, member);
+#endif
+}
+
 /* Shared memory resident pages, or -1 where the counter does not exist. */
 static inline long pm_rss_shmem(struct mm_struct *mm)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 5, 0)
-	return (long)get_mm_counter(mm, MM_SHMEMPAGES);
+	return (long)pm_mm_counter(mm, MM_SHMEMPAGES);
 #else
 	return -1;
 #endif
@@ -596,14 +609,15 @@ static const char *pm_opt(char *buf, size_t len, const char *name, long val)
 static void pm_print_counters(struct pm_ctx *c)
 {
 	struct mm_struct *mm = c->mm;
+	unsigned long file = pm_mm_counter(mm, MM_FILEPAGES);
+	unsigned long anon = pm_mm_counter(mm, MM_ANONPAGES);
+	long shm = pm_rss_shmem(mm);
 	char shmem[40], data[40];
 
 	pm_rec("counters rss=%lu rss_file=%lu rss_anon=%lu%s swap=%lu total_vm=%lu locked_vm=%lu pinned_vm=%lu%s exec_vm=%lu stack_vm=%lu map_count=%d hiwater_rss=%lu",
-	       get_mm_rss(mm),
-	       (unsigned long)get_mm_counter(mm, MM_FILEPAGES),
-	       (unsigned long)get_mm_counter(mm, MM_ANONPAGES),
-	       pm_opt(shmem, sizeof(shmem), "rss_shmem", pm_rss_shmem(mm)),
-	       (unsigned long)get_mm_counter(mm, MM_SWAPENTS),
+	       file + anon + (shm > 0 ? shm : 0), file, anon,
+	       pm_opt(shmem, sizeof(shmem), "rss_shmem", shm),
+	       pm_mm_counter(mm, MM_SWAPENTS),
 	       mm->total_vm, mm->locked_vm, pm_pinned_vm(mm),
 	       pm_opt(data, sizeof(data), "data_vm", pm_data_vm(mm)),
 	       mm->exec_vm, mm->stack_vm, mm->map_count,

@@ -32,6 +32,7 @@ from .paths import REPO_ROOT
 from .pipeline import GuestOptions, Session, session
 from .progress import Reporter, to_stderr
 from .remote import Remote
+from .submission import Submission, make_bundle
 
 
 @dataclass
@@ -149,9 +150,13 @@ def run_guest(
     out = run_dir / opts.guest
     out.mkdir(parents=True, exist_ok=True)
     g = GuestRun(opts.guest, out)
-    with g.stage("boot", report), session(opts, out, report, attach=False) as s:
+    started = time.monotonic()
+    report(f"[{opts.guest}] boot ...")
+    with session(opts, out, report, attach=False) as s:
+        g.stages["boot"] = round(time.monotonic() - started, 2)
         write_json(out / "guest.json", guest_info(s))
         _run_stages(g, s.remote, cycle_count, stress_count, report)
+    g.stages["total"] = round(time.monotonic() - started, 2)
     return g
 
 
@@ -179,9 +184,6 @@ def _run_stages(
                 for v in exp.verifications
                 if not v["ok"]
             ]
-    # The cycles clear the kernel log as they go: keep what came before them.
-    before = remote.run("dmesg", check=True).stdout
-    (out / "dmesg.txt").write_text(before)
     with g.stage("cycles", report):
         stats = cycles.run(remote, cycle_count)
         write_json(out / "cycles.json", stats.to_json())
@@ -196,11 +198,9 @@ def _run_stages(
         kernel = next(iter(data.values()))["kernel"] if data else "?"
         plots.all_plots(data, out / "plots")
         plots.cycles_plot(stats.latencies_ms, kernel, out / "plots")
-    after = remote.run("dmesg", check=True).stdout
-    with (out / "dmesg.txt").open("a") as f:
-        f.write("--- after the insmod/rmmod cycles (each chunk was checked, then cleared) ---\n")
-        f.write(after)
-    trouble = find_trouble(before) or find_trouble(after)
+    dmesg = kmod.full_dmesg(remote)
+    (out / "dmesg.txt").write_text(dmesg)
+    trouble = find_trouble(dmesg)
     if trouble:
         g.failures.append(f"dmesg: {trouble}")
 
@@ -211,10 +211,13 @@ def run_all(
     *,
     cycle_count: int = 100,
     stress_count: int = 0,
+    submission: Submission | None = None,
     report: Reporter = to_stderr,
 ) -> dict[str, Any]:
-    """Run every guest, then render the report (which shows failures, never hides them)."""
+    """Run every guest, render the report (it shows failures, never hides them), bundle it."""
     from . import report as report_mod
+
+    submission = submission or Submission()
 
     started = time.time()
     commit, dirty = git_commit()
@@ -227,6 +230,7 @@ def run_all(
         "guests": [o.guest for o in opts_list],
         "stages": {},
         "failures": [],
+        "submission": submission.to_json(),
     }
     for opts in opts_list:
         try:
@@ -243,5 +247,7 @@ def run_all(
     report_started = time.monotonic()
     summary["report"] = str(report_mod.render(run_dir))
     summary["stages"]["report"] = round(time.monotonic() - report_started, 2)
+    write_json(run_dir / "run.json", summary)
+    summary["bundle"] = str(make_bundle(run_dir, submission))
     write_json(run_dir / "run.json", summary)
     return summary

@@ -3,8 +3,9 @@
 Cycles run in chunks: each chunk is one shell loop in the guest that times
 every insmod+rmmod pair in nanoseconds; after it the host reads dmesg once,
 checks that every load printed a complete record (or failed cleanly because
-the target moved away), that the kernel printed no oops, BUG or warning, and
-clears the log. In stress mode the target maps, unmaps, mprotects and grows
+the target moved away) and that the kernel printed no oops, BUG or warning,
+then moves the log into the guest's keep file. In stress mode the target
+maps, unmaps, mprotects and grows
 memory on several threads without pause and is restarted between chunks.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from . import app as app_mod
 from .console import find_trouble
-from .kmod import REMOTE_ROOT
+from .kmod import KMSG_KEEP, REMOTE_ROOT
 from .records import RecordError, parse
 from .remote import Remote
 
@@ -99,7 +100,7 @@ def run(
     remote: Remote, count: int, *, stress: bool = False, target_pid: int | None = None
 ) -> CycleStats:
     stats = CycleStats(stress=stress)
-    remote.run("dmesg -C", check=True)
+    remote.run(f"dmesg -c >> {KMSG_KEEP}", check=True)
     proc = None
     chunk = 0
     try:
@@ -122,7 +123,7 @@ def run(
                 stats.latencies_ms.append(int(ns) / 1e6)
                 if rc != "0":
                     stats.failed_loads += 1
-            dmesg = remote.run("dmesg; dmesg -C", check=True).stdout
+            dmesg = remote.run(f"dmesg -c | tee -a {KMSG_KEEP}", check=True).stdout
             check_chunk(dmesg, chunk, stats)
             if not _CYCLE.search(out):
                 stats.trouble.append(f"the cycle loop printed nothing: {out[-300:]}")

@@ -16,6 +16,16 @@ from .records import ProcRecord, parse
 from .remote import Remote
 
 REMOTE_ROOT = "/root/memlayout"
+# The kernel log is read and cleared load by load (short reads); what was read
+# is appended here, so this file followed by `dmesg` is the whole log.
+KMSG_KEEP = f"{REMOTE_ROOT}/kmsg.log"
+
+
+def full_dmesg(remote: Remote) -> str:
+    """Everything the guest kernel logged since boot (kept part, then the rest)."""
+    return remote.run(f"cat {KMSG_KEEP} 2>/dev/null; dmesg", check=True).stdout
+
+
 SOURCE_DIRS = ("kernel-module", "guest")
 _PRODUCT = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.cmd|\.order|\.symvers|\.d)$")
 # "file.c:12:3: warning: ..." from gcc, and kbuild's own "WARNING: modpost: ..."

@@ -186,6 +186,8 @@ def parse(text: str, *, tag: str | None = None) -> ProcRecord:
         if parsed is None:
             continue
         name, fields = parsed
+        if name == "unload":
+            continue  # printed by rmmod, after the load's record
         if tag is not None and name == "begin":
             inside = str(fields.get("tag")) == tag
         if not inside:

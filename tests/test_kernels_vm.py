@@ -1,0 +1,66 @@
+"""The module on kernels before and after 6.1 (VMA list vs. VMA iterator, and more)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from memlayout import app, kmod, verify
+from memlayout.console import find_trouble
+from memlayout.pipeline import Session
+
+from .conftest import boot_session
+
+pytestmark = pytest.mark.vm
+
+OTHER_KERNELS = ["debian-bullseye", "debian-trixie"]
+
+
+@pytest.fixture(scope="module", params=OTHER_KERNELS)
+def other(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Session]:  # fmt: skip
+    yield from boot_session(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_module_verifies_on_other_kernels(other: Session) -> None:
+    targets = [1, int(other.remote.run("pgrep -o -x sshd", check=True).stdout.split()[0])]
+    maps = app.start(other.remote, "maps", 1000)
+    threads = app.start(other.remote, "threads", 4)
+    try:
+        for proc in (maps, threads):
+            assert proc.next_checkpoint() is not None
+            targets.append(proc.pid)
+        for pid in targets:
+            result = verify.verify(kmod.snapshot(other.remote, pid))
+            assert result.ok, f"{other.state.kernel_release}, pid {pid}:\n{result.table()}"
+    finally:
+        maps.stop()
+        threads.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "errno"), [(["pid=2"], "EINVAL"), (["pid=4000000"], "ESRCH"), ([], "EINVAL")]
+)
+def test_bad_input_on_other_kernels(other: Session, args: list[str], errno: str) -> None:
+    snap = kmod.snapshot(other.remote, 1, raw_args=args, stop=False, pid_arg=False)
+    assert snap.insmod_status != 0 and snap.errno_name == errno
+
+
+def test_va_and_walk_on_other_kernels(other: Session) -> None:
+    proc = app.start(other.remote, "heap")
+    try:
+        proc.next_checkpoint()
+        proc.go()
+        point = proc.next_checkpoint()
+        assert point is not None
+        snap = kmod.snapshot(other.remote, proc.pid, va=int(point["ptr"]), walk=True)
+        result = verify.verify(snap)
+        assert result.ok, result.table()
+        assert snap.record is not None and int(snap.record.walk["pte"]) > 0
+    finally:
+        proc.stop()
+
+
+def test_no_kernel_trouble_on_other_kernels(other: Session) -> None:
+    assert find_trouble(kmod.full_dmesg(other.remote)) is None
