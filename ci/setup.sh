@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
 	qemu-system-x86 qemu-utils mmdebstrap debootstrap e2fsprogs genisoimage
 	openssh-client poppler-utils python3-venv
-	fonts-dejavu-core
+	fonts-dejavu-core libharfbuzz-subset0
 )
 
 missing=()

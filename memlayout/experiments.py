@@ -168,7 +168,12 @@ def heap_rules(exp: Experiment) -> None:
             exp.rule(
                 f"free({p['bytes']}) returns its mapping",
                 p.get("ptr_vma") is None or p["ptr_vma"]["kind"] != "anon",
-                f"ptr {p['ptr']:#x} now in {p.get('ptr_vma')}",
+                f"{p['ptr']:#x} is "
+                + (
+                    "no longer mapped"
+                    if p.get("ptr_vma") is None
+                    else f"in {p['ptr_vma']['kind']} VMA {p['ptr_vma']['start']:#x}"
+                ),
             )
 
 

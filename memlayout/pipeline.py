@@ -93,7 +93,11 @@ def boot(
     if not ws.ready():
         _start(vm)
         cold = vm.boot_seconds
-        seconds = vm.save_warm(ws)
+        try:
+            seconds = vm.save_warm(ws)
+        except Exception as exc:  # QMP or disk trouble: the guest still boots, cold
+            report(f"vm: could not save the booted state ({exc}); booting cold")
+            return boot(opts, run_dir, detached=detached, use_warm=False, report=report)
         report(f"vm: saved the booted state in {seconds:.1f} s ({ws.directory})")
     else:
         cold = 0.0

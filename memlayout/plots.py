@@ -37,7 +37,7 @@ def heap_plot(exp: dict[str, Any], out: Path) -> list[Path]:
     )
     ax.axvline(128 * KIB, color="grey", linestyle=":", label="glibc mmap threshold (128 KiB)")
     ax.set_xscale("log")
-    ax.set_yscale("symlog")
+    ax.set_yscale("log")
     ax.set_xlabel("bytes requested by the latest malloc (log scale)")
     ax.set_ylabel("KiB")
     ax.set_title(f"malloc: heap vs new mappings — kernel {exp['kernel']}")
@@ -45,43 +45,48 @@ def heap_plot(exp: dict[str, Any], out: Path) -> list[Path]:
     return _save(fig, out, "heap")
 
 
-def free_plot(exp: dict[str, Any], mmap_exp: dict[str, Any] | None, out: Path) -> list[Path]:
+def free_plot(exp: dict[str, Any], out: Path) -> list[Path]:
+    """The heap scenario from its first malloc to its last free."""
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = exp["points"]
-    ax.plot(
-        [p["step"] for p in steps],
-        [p["heap_bytes"] / KIB for p in steps],
-        "o-",
-        label="heap (malloc/free)",
-    )
-    ax.plot(
-        [p["step"] for p in steps],
-        [p["total_vm_pages"] * 4 for p in steps],
-        "s--",
-        label="total_vm (malloc/free)",
-    )
-    if mmap_exp:
-        ax.plot(
-            [p["step"] for p in mmap_exp["points"]],
-            [p["total_vm_pages"] * 4 for p in mmap_exp["points"]],
-            "^-.",
-            label="total_vm (mmap/munmap)",
-        )
+    x = [p["step"] for p in steps]
+    ax.plot(x, [p["heap_bytes"] / KIB for p in steps], "o-", label="heap (brk - start_brk)")
+    ax.plot(x, [p["anon_vma_bytes"] / KIB for p in steps], "s--", label="anonymous mappings")
+    ax.plot(x, [p["total_vm_pages"] * 4 for p in steps], "^:", label="total_vm")
     first_free = next((p["step"] for p in steps if p.get("action") == "free"), None)
     if first_free is not None:
         ax.axvline(first_free - 0.5, color="grey", linestyle=":", label="frees begin")
-    ax.set_xlabel("checkpoint (step)")
-    ax.set_ylabel("KiB")
-    ax.set_title(f"free and munmap — kernel {exp['kernel']}")
+    ax.set_yscale("log")
+    ax.set_xlabel("checkpoint (one malloc, then one free, per step)")
+    ax.set_ylabel("KiB (log scale)")
+    ax.set_title(f"malloc then free — kernel {exp['kernel']}")
     ax.legend(fontsize=8)
     return _save(fig, out, "free")
+
+
+def mmap_plot(exp: dict[str, Any], out: Path) -> list[Path]:
+    """The mmap scenario: mappings come and go, total_vm follows."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = exp["points"]
+    x = [p["step"] for p in steps]
+    ax.plot(x, [p["total_vm_pages"] * 4 for p in steps], "o-", label="total_vm")
+    ax.plot(x, [p["anon_vma_bytes"] / KIB for p in steps], "s--", label="anonymous mappings")
+    ax.plot(x, [p["rss_pages"] * 4 for p in steps], "^:", label="rss")
+    ax.set_yscale("log")
+    ax.set_xlabel("checkpoint (one mmap, then one munmap, per step)")
+    ax.set_ylabel("KiB (log scale)")
+    ax.set_title(f"mmap then munmap — kernel {exp['kernel']}")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "mmap")
 
 
 def stack_plot(exp: dict[str, Any], out: Path) -> list[Path]:
     points = [p for p in exp["points"] if p.get("action") == "recurse"]
     depth = [int(p["depth"]) for p in points]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(depth, [p["stack_vma_bytes"] / KIB for p in points], "o-", label="[stack] VMA size")
+    ax.plot(
+        depth, [p["stack_vma_bytes"] / KIB for p in points], "o-", lw=3, label="[stack] VMA size"
+    )
     ax.plot(
         depth,
         [(p["stack_vma_end"] - int(p["sp"])) / KIB for p in points],
@@ -131,7 +136,9 @@ def all_plots(experiments: dict[str, dict[str, Any]], out: Path) -> dict[str, st
     made: dict[str, list[Path]] = {}
     if "heap" in experiments:
         made["heap"] = heap_plot(experiments["heap"], out)
-        made["free"] = free_plot(experiments["heap"], experiments.get("mmap"), out)
+        made["free"] = free_plot(experiments["heap"], out)
+    if "mmap" in experiments:
+        made["mmap"] = mmap_plot(experiments["mmap"], out)
     if "stack" in experiments:
         made["stack"] = stack_plot(experiments["stack"], out)
     if "demand" in experiments:

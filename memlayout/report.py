@@ -35,6 +35,12 @@ Json = dict[str, Any]
 # ---- reading the run directory ----------------------------------------------
 
 
+def article(word: object) -> str:
+    """ "a heap", "an anon"."""
+    text = str(word)
+    return ("an " if text[:1].lower() in "aeiou" else "a ") + text
+
+
 def load_json(path: Path) -> Any:
     """The parsed file, or None when it is missing or unreadable."""
     try:
@@ -616,8 +622,9 @@ def heap_text(exp: Json) -> list[str]:
         biggest = max((int(p["bytes"]) for p in in_heap), default=0)
         text.append(
             f"The first request served outside the heap was malloc({int(outside['bytes'])}) "
-            f"({human_bytes(int(outside['bytes']))}): it landed in a {where.get('kind')} VMA "
-            f"of {where.get('size')} bytes; the largest request served from the heap was "
+            f"({human_bytes(int(outside['bytes']))}): it landed in "
+            f"{article(where.get('kind'))} VMA of {where.get('size')} bytes; "
+            "the largest request served from the heap was "
             f"{biggest} bytes."
         )
     text.append(
@@ -690,7 +697,7 @@ def thread_text(exp: Json) -> list[str]:
         return [too_few(exp, "thread")]
     vma = running.get("thread_sp_vma") or {}
     return [
-        f"The second thread's stack pointer lies in a {vma.get('kind')} VMA of "
+        f"The second thread's stack pointer lies in {article(vma.get('kind'))} VMA of "
         f"{human_bytes(vma.get('size'))}; starting the thread took the process from "
         f"{start['map_count']} to {running['map_count']} VMAs."
     ]
@@ -700,7 +707,7 @@ EXPERIMENT_TEXT: dict[str, tuple[str, Callable[[Json], list[str]], list[str]]] =
     "heap": ("malloc and free: heap or own mapping", heap_text, ["heap", "free"]),
     "stack": ("Recursion: how the stack grows", stack_text, ["stack"]),
     "demand": ("Demand paging: resident pages follow touches", demand_text, ["demand"]),
-    "mmap": ("mmap and munmap", mmap_text, []),
+    "mmap": ("mmap and munmap", mmap_text, ["mmap"]),
     "thread": ("A second thread's stack", thread_text, []),
 }
 

@@ -69,16 +69,32 @@ def _ask(mon: QEMUMonitorProtocol, command: str) -> dict[str, Any]:
 def save(qmp_socket: Path, overlay: Path, target: WarmState, timeout: float = 120.0) -> float:
     """Pause the VM, migrate its state into ``target``, keep its overlay as the disk.
 
-    The VM stays paused; the caller quits it. Returns the seconds it took.
+    QEMU quits once the state is written. Returns the seconds it took.
     """
     started = time.monotonic()
     tmp = target.directory.with_name(target.directory.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _migrate(qmp_socket, tmp / "state.bin", timeout)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # QEMU has flushed and let go of the overlay once migration completed.
+    shutil.copyfile(overlay, tmp / "disk.qcow2")
+    (tmp / "done.json").write_text(json.dumps({"saved_at": time.time()}) + "\n")
+    if target.directory.exists():
+        shutil.rmtree(target.directory)
+    os.replace(tmp, target.directory)
+    return time.monotonic() - started
+
+
+def _migrate(qmp_socket: Path, state: Path, timeout: float) -> None:
+    """Stop the guest, write its state to ``state``, quit QEMU."""
     mon = _qmp(qmp_socket)
     try:
         mon.cmd("stop")
-        mon.cmd("migrate", uri=f"exec:cat > {tmp / 'state.bin'}")
+        mon.cmd("migrate", uri=f"exec:cat > {state}")
         deadline = time.monotonic() + timeout
         while True:
             status = _ask(mon, "query-migrate").get("status")
@@ -90,13 +106,6 @@ def save(qmp_socket: Path, overlay: Path, target: WarmState, timeout: float = 12
         mon.cmd("quit")
     finally:
         mon.close()
-    # QEMU has flushed and let go of the overlay once migration completed.
-    shutil.copyfile(overlay, tmp / "disk.qcow2")
-    (tmp / "done.json").write_text(json.dumps({"saved_at": time.time()}) + "\n")
-    if target.directory.exists():
-        shutil.rmtree(target.directory)
-    os.replace(tmp, target.directory)
-    return time.monotonic() - started
 
 
 def resume(qmp_socket: Path, timeout: float = 60.0) -> None:

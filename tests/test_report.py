@@ -14,7 +14,7 @@ from pypdf import PdfReader
 from memlayout import report
 
 SAMPLE = Path(__file__).parent / "data" / "run-sample"
-GUEST = "debian-bookworm"
+GUEST = json.loads((SAMPLE / "run.json").read_text())["guests"][0]
 
 SECTIONS = [
     "Contents",
@@ -105,6 +105,30 @@ def test_numbers_come_from_the_data(rendered: tuple[Path, str]) -> None:
         checks = t["verification"]["checks"]
         passed = sum(c["ok"] for c in checks)
         assert f"{passed}/{len(checks)} checks pass" in text, t["name"]
+
+
+def test_experiments_show_the_recorded_numbers(rendered: tuple[Path, str]) -> None:
+    _, text = rendered
+    exp_dir = SAMPLE / GUEST / "experiments"
+    assert "Too few" not in text and "could not be summarised" not in text
+    for path in sorted(exp_dir.glob("*.json")):
+        exp = load(path)
+        rules = exp["rules"]
+        passed = sum(r["ok"] for r in rules)
+        assert f"{len(exp['points'])} checkpoints" in text, path.stem
+        assert f"{passed}/{len(rules)} rules pass" in text, path.stem
+    # heap: the first malloc that glibc served outside the brk heap, and where it went
+    mallocs = [p for p in load(exp_dir / "heap.json")["points"] if p["action"] == "malloc"]
+    outside = next(p for p in mallocs if p["ptr_vma"]["kind"] != "heap")
+    assert f"served outside the heap was malloc({outside['bytes']})" in text
+    assert f"{outside['ptr_vma']['kind']} VMA of {outside['ptr_vma']['size']} bytes" in text
+    # stack: the growth per frame between the shallowest and the deepest checkpoint
+    deep = [p for p in load(exp_dir / "stack.json")["points"] if p["action"] == "recurse"]
+    first, last = deep[0], deep[-1]
+    moved = first["sp"] - last["sp"]
+    per_frame = moved / (last["depth"] - first["depth"])
+    assert per_frame > first["frame_bytes"]
+    assert f"moved down by {moved} bytes: {per_frame:.0f} bytes per frame" in text
 
 
 def test_code_excerpts_are_read_from_the_source(rendered: tuple[Path, str]) -> None:
