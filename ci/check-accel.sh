@@ -31,3 +31,9 @@ fi
 if [ "$accel" != "kvm" ]; then
 	echo "::warning::$guest ran under $accel, not KVM: $reason"
 fi
+# The guest's own word: under KVM the kernel picks the kvm-clock clocksource.
+clocksource=$(field clocksource unknown)
+echo "$guest: guest clocksource $clocksource"
+if [ "$accel" = "kvm" ] && [ "$clocksource" != "kvm-clock" ]; then
+	echo "::warning::$guest: QEMU ran with KVM but the guest's clocksource is $clocksource"
+fi

@@ -100,9 +100,17 @@ def run_check_accel(tmp_path: Path, guest_info: dict[str, str] | None) -> str:
 
 
 def test_check_accel_is_quiet_under_kvm(tmp_path: Path) -> None:
-    output = run_check_accel(tmp_path, {"accel": "kvm", "accel_reason": "probe boot printed"})
+    info = {"accel": "kvm", "accel_reason": "probe boot printed", "clocksource": "kvm-clock"}
+    output = run_check_accel(tmp_path, info)
     assert "accelerator kvm (probe boot printed)" in output
     assert "::warning::" not in output
+
+
+def test_check_accel_warns_when_the_guest_clock_contradicts_kvm(tmp_path: Path) -> None:
+    output = run_check_accel(tmp_path, {"accel": "kvm", "accel_reason": "x", "clocksource": "tsc"})
+    assert "::warning::debian-bookworm: QEMU ran with KVM but the guest's clocksource is tsc" in (
+        output
+    )
 
 
 def test_check_accel_warns_on_tcg(tmp_path: Path) -> None:
