@@ -47,15 +47,28 @@ def _fail(message: str, code: int = 1) -> Exit:
 
 @task(
     name="image",
-    help={**GUEST_HELP, "mirror": VM_HELP["mirror"], "rebuild": "build even if cached"},
+    help={
+        **GUEST_HELP,
+        "mirror": VM_HELP["mirror"],
+        "rebuild": "build even if cached",
+        "allow_expired_release": "accept a mirror whose Release file has expired (stale mirror)",
+    },
 )
 def image_(
-    c: Context, guest: str = guests.DEFAULT_GUEST, mirror: str | None = None, rebuild: bool = False
+    c: Context,
+    guest: str = guests.DEFAULT_GUEST,
+    mirror: str | None = None,
+    rebuild: bool = False,
+    allow_expired_release: bool = False,
 ) -> None:
     """Build (Debian) or fetch (cloud) the base image of a guest; print its directory."""
     try:
         base = image.ensure_image(
-            guests.get_profile(guest), cache_dir(), mirror=mirror, rebuild=rebuild
+            guests.get_profile(guest),
+            cache_dir(),
+            mirror=mirror,
+            allow_expired=allow_expired_release,
+            rebuild=rebuild,
         )
     except (image.ImageError, guests.UnknownGuest) as exc:
         raise _fail(f"image: {exc}") from None

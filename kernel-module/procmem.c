@@ -419,8 +419,11 @@ static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
 		cnt->huge_pmd++;
 	else if (shift == PM_PUD_SHIFT)
 		cnt->huge_pud++;
-	/* Like vm_normal_page(): no zero page, no special mappings. */
-	if (pfn == c->zero_pfn || (v & PM_SPECIAL))
+	/*
+	 * Like vm_normal_page(): no zero page, no special entries (x86 marks
+	 * the entries of PFN mappings special), no frame without a struct page.
+	 */
+	if (pfn == c->zero_pfn || (v & PM_SPECIAL) || !pfn_valid(pfn))
 		return;
 	cnt->rss += pages;
 }
@@ -574,8 +577,6 @@ static void pm_print_vma(struct pm_ctx *c, struct vm_area_struct *vma,
 
 	pm_walk_range(c, &cnt, c->pgd, c->top_shift,
 		      vma->vm_start, vma->vm_end);
-	if (flags & (VM_PFNMAP | VM_IO))
-		cnt.rss = 0;
 
 	trunc = pm_vma_name(c, vma, &kind);
 	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s%s",

@@ -119,6 +119,7 @@ def ensure_image(
     cache: Path,
     *,
     mirror: str | None = None,
+    allow_expired: bool = False,
     rebuild: bool = False,
     report: Reporter = to_stderr,
 ) -> BaseImage:
@@ -132,13 +133,17 @@ def ensure_image(
         except ImageError as exc:
             report(f"image: {exc}; rebuilding")
     if profile.kind == "debian":
-        return build_debian(profile, directory, recipe, client, mirror, report)
+        return build_debian(
+            profile, directory, recipe, client, mirror, report, allow_expired=allow_expired
+        )
     from .cloud import prepare_cloud_image
 
     return prepare_cloud_image(profile, directory, recipe, client, cache, report)
 
 
-def mmdebstrap_command(profile: GuestProfile, root: Path, mirror: str | None) -> list[str]:
+def mmdebstrap_command(
+    profile: GuestProfile, root: Path, mirror: str | None, allow_expired: bool = False
+) -> list[str]:
     cmd = [
         "mmdebstrap",
         "--variant=apt",
@@ -147,6 +152,7 @@ def mmdebstrap_command(profile: GuestProfile, root: Path, mirror: str | None) ->
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        *(['--aptopt=Acquire::Check-Valid-Until "false"'] if allow_expired else []),
         f'--customize-hook={CUSTOMIZE_HOOK} "$1"',
         profile.suite,
         str(root),
@@ -195,21 +201,34 @@ def build_debian(
     client: keys.KeyPair,
     mirror: str | None,
     report: Reporter,
+    *,
+    allow_expired: bool = False,
 ) -> BaseImage:
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     step = Step(f"image {profile.name}", report)
     directory.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{profile.name}-", dir=directory.parent))
+    # The log lives beside the work dir, so it outlives a failed build.
+    log = directory.parent / f"{profile.name}-build.log"
+    log.unlink(missing_ok=True)
     try:
-        log = work / "build.log"
         root = work / "root"
         host_key = keys.generate(work / "ssh_host_ed25519_key", "memlayout-guest")
         env = dict(os.environ)
         env["MEMLAYOUT_AUTHORIZED_KEY"] = client.public_line
         env["MEMLAYOUT_HOST_KEY"] = str(host_key.private)
         step(f"mmdebstrap {profile.suite} (log: {log})")
-        _run_logged(mmdebstrap_command(profile, root, mirror), log, step, env)
+        cmd = mmdebstrap_command(profile, root, mirror, allow_expired)
+        try:
+            _run_logged(cmd, log, step, env)
+        except ImageError as exc:
+            if "is expired" in log.read_text():
+                raise ImageError(
+                    f"{exc}\nThe mirror's Release file has expired (a stale mirror?). If you "
+                    "trust it, pass --allow-expired-release."
+                ) from None
+            raise
         kernel, initrd, release = _kernel_files(root)
         shutil.copyfile(kernel, work / "vmlinuz")
         shutil.copyfile(initrd, work / "initrd.img")
@@ -254,6 +273,7 @@ def build_debian(
             recipe=recipe,
             build_seconds=round(step.elapsed(), 1),
         )
+        shutil.copyfile(log, work / "build.log")
         _finish(image, work)
         step(f"done: {directory}")
         return load_image(directory, check_sum=False)

@@ -105,7 +105,7 @@ def test_ensure_image_rebuilds_a_corrupt_cache_entry(
     (directory / "disk.qcow2").write_bytes(b"bit rot")
     built = []
 
-    def fake_build(profile, directory, recipe, client, mirror, report):  # type: ignore[no-untyped-def]
+    def fake_build(profile, directory, recipe, client, mirror, report, **kw):  # type: ignore[no-untyped-def]
         built.append(recipe)
         return "rebuilt"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,8 @@ from .conftest import boot_session
 
 pytestmark = pytest.mark.vm
 
-OTHER_KERNELS = ["debian-bullseye", "debian-trixie"]
+# One kernel before 6.1's VMA iterator and one after; MEMLAYOUT_OTHER_GUESTS overrides.
+OTHER_KERNELS = os.environ.get("MEMLAYOUT_OTHER_GUESTS", "debian-bullseye,debian-trixie").split(",")
 
 
 @pytest.fixture(scope="module", params=OTHER_KERNELS)
