@@ -288,22 +288,20 @@ def experiments(
     from memlayout import plots
 
     run_dir = runs.new_run(f"experiments-{guest}")
-    data = {}
-    failed = 0
     with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
         _push_and_build(s.remote, run_dir)
-        for scenario in exp_mod.SCENARIOS:
-            exp = exp_mod.run_scenario(s.remote, scenario, run_dir / "experiments")
-            data[scenario] = exp.to_json()
-            bad = [r for r in exp.rules if not r.ok]
-            failed += len(bad) + sum(not v["ok"] for v in exp.verifications)
-            print(f"{scenario}: {len(exp.points)} checkpoints, {len(exp.rules)} rules, "
-                  f"{len(bad)} broken")  # fmt: skip
-            for r in bad:
-                print(f"  FAIL {r.name}: {r.detail}")
-    plots.all_plots(data, run_dir / "plots")
+        done = exp_mod.run_all(s.remote, run_dir / "experiments")
+    failures = []
+    for scenario, exp in done.items():
+        bad = [r for r in exp.rules if not r.ok]
+        print(f"{scenario}: {len(exp.points)} checkpoints, {len(exp.rules)} rules, "
+              f"{len(bad)} broken")  # fmt: skip
+        for r in bad:
+            print(f"  FAIL {r.name}: {r.detail}")
+        failures += exp.failures()
+    plots.all_plots({k: e.to_json() for k, e in done.items()}, run_dir / "plots")
     print(run_dir)
-    if failed:
+    if failures:
         raise Exit(code=1)
 
 

@@ -173,17 +173,11 @@ def _run_stages(
             for check in target["verification"]["checks"]:
                 if not check["ok"]:
                     g.failures.append(f"verify {target['name']}: {check['name']}")
-    data: dict[str, dict[str, Any]] = {}
     with g.stage("experiments", report):
-        for scenario in experiments.SCENARIOS:
-            exp = experiments.run_scenario(remote, scenario, out / "experiments")
-            data[scenario] = exp.to_json()
-            g.failures += [f"experiment {scenario}: {r.name}" for r in exp.rules if not r.ok]
-            g.failures += [
-                f"experiment {scenario} step {v['step']}: verification"
-                for v in exp.verifications
-                if not v["ok"]
-            ]
+        done = experiments.run_all(remote, out / "experiments")
+        data = {scenario: exp.to_json() for scenario, exp in done.items()}
+        for exp in done.values():
+            g.failures += exp.failures()
     with g.stage("cycles", report):
         stats = cycles.run(remote, cycle_count)
         write_json(out / "cycles.json", stats.to_json())

@@ -45,6 +45,15 @@ class Experiment:
     def ok(self) -> bool:
         return all(r.ok for r in self.rules) and all(v["ok"] for v in self.verifications)
 
+    def failures(self) -> list[str]:
+        """Every broken rule and failed verification, named."""
+        broken = [f"experiment {self.scenario}: {r.name}" for r in self.rules if not r.ok]
+        return broken + [
+            f"experiment {self.scenario} step {v['step']}: verification"
+            for v in self.verifications
+            if not v["ok"]
+        ]
+
     def rule(self, name: str, ok: bool, detail: str) -> None:
         self.rules.append(Rule(name, bool(ok), detail))
 
@@ -129,6 +138,11 @@ def run_scenario(remote: Remote, scenario: str, out_dir: Path) -> Experiment:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{scenario}.json").write_text(json.dumps(exp.to_json(), indent=1) + "\n")
     return exp
+
+
+def run_all(remote: Remote, out_dir: Path) -> dict[str, Experiment]:
+    """Every scenario, in order; each writes ``<scenario>.json`` into ``out_dir``."""
+    return {scenario: run_scenario(remote, scenario, out_dir) for scenario in SCENARIOS}
 
 
 # ---- what each scenario's numbers must obey --------------------------------

@@ -34,7 +34,6 @@ def prepare_vm(
     run_dir: Path,
     *,
     detached: bool = False,
-    warm: WarmState | None = None,
     report: Reporter = to_stderr,
 ) -> VM:
     """Ensure the image, pick the accelerator, and make (not start) the VM."""
@@ -49,7 +48,6 @@ def prepare_vm(
         cpu=opts.cpu,
         memory_mib=opts.memory_mib,
         detached=detached,
-        warm=warm,
         report=report,
     )
 
@@ -101,7 +99,7 @@ def boot(
         report(f"vm: saved the booted state in {seconds:.1f} s ({ws.directory})")
     else:
         cold = 0.0
-    vm = prepare_vm(opts, run_dir, detached=detached, warm=ws, report=report)
+    vm = vm.resuming(ws)  # the image is checked and the accelerator chosen once
     try:
         _start(vm, timeout=60)
     except VMError as exc:

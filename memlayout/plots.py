@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,37 +46,46 @@ def heap_plot(exp: dict[str, Any], out: Path) -> list[Path]:
     return _save(fig, out, "heap")
 
 
-def free_plot(exp: dict[str, Any], out: Path) -> list[Path]:
-    """The heap scenario from its first malloc to its last free."""
+# (label, style, KiB of one checkpoint) for plots over checkpoints
+Series = tuple[str, str, Callable[[dict[str, Any]], float]]
+HEAP: Series = ("heap (brk - start_brk)", "o-", lambda p: p["heap_bytes"] / KIB)
+ANON: Series = ("anonymous mappings", "s--", lambda p: p["anon_vma_bytes"] / KIB)
+TOTAL_VM: Series = ("total_vm", "^:", lambda p: p["total_vm_pages"] * 4)
+RSS: Series = ("rss", "^:", lambda p: p["rss_pages"] * 4)
+
+
+def _steps_plot(
+    exp: dict[str, Any], series: list[Series], what: str, title: str
+) -> tuple[Figure, Any]:
+    """KiB (log scale) of each series at every checkpoint of one scenario."""
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = exp["points"]
     x = [p["step"] for p in steps]
-    ax.plot(x, [p["heap_bytes"] / KIB for p in steps], "o-", label="heap (brk - start_brk)")
-    ax.plot(x, [p["anon_vma_bytes"] / KIB for p in steps], "s--", label="anonymous mappings")
-    ax.plot(x, [p["total_vm_pages"] * 4 for p in steps], "^:", label="total_vm")
-    first_free = next((p["step"] for p in steps if p.get("action") == "free"), None)
+    for label, style, value in series:
+        ax.plot(x, [value(p) for p in steps], style, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"checkpoint ({what} per step)")
+    ax.set_ylabel("KiB (log scale)")
+    ax.set_title(f"{title} — kernel {exp['kernel']}")
+    return fig, ax
+
+
+def free_plot(exp: dict[str, Any], out: Path) -> list[Path]:
+    """The heap scenario from its first malloc to its last free."""
+    what = "one malloc, then one free,"
+    fig, ax = _steps_plot(exp, [HEAP, ANON, TOTAL_VM], what, "malloc then free")
+    first_free = next((p["step"] for p in exp["points"] if p.get("action") == "free"), None)
     if first_free is not None:
         ax.axvline(first_free - 0.5, color="grey", linestyle=":", label="frees begin")
-    ax.set_yscale("log")
-    ax.set_xlabel("checkpoint (one malloc, then one free, per step)")
-    ax.set_ylabel("KiB (log scale)")
-    ax.set_title(f"malloc then free — kernel {exp['kernel']}")
     ax.legend(fontsize=8)
     return _save(fig, out, "free")
 
 
 def mmap_plot(exp: dict[str, Any], out: Path) -> list[Path]:
     """The mmap scenario: mappings come and go, total_vm follows."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = exp["points"]
-    x = [p["step"] for p in steps]
-    ax.plot(x, [p["total_vm_pages"] * 4 for p in steps], "o-", label="total_vm")
-    ax.plot(x, [p["anon_vma_bytes"] / KIB for p in steps], "s--", label="anonymous mappings")
-    ax.plot(x, [p["rss_pages"] * 4 for p in steps], "^:", label="rss")
-    ax.set_yscale("log")
-    ax.set_xlabel("checkpoint (one mmap, then one munmap, per step)")
-    ax.set_ylabel("KiB (log scale)")
-    ax.set_title(f"mmap then munmap — kernel {exp['kernel']}")
+    series = [("total_vm", "o-", TOTAL_VM[2]), ANON, RSS]
+    what = "one mmap, then one munmap,"
+    fig, ax = _steps_plot(exp, series, what, "mmap then munmap")
     ax.legend(fontsize=8)
     return _save(fig, out, "mmap")
 

@@ -201,6 +201,21 @@ class VM:
         self.boot_seconds = 0.0
         self.cold_boot_seconds = 0.0  # when resumed: how long the cold boot took
 
+    def resuming(self, warm: WarmState) -> VM:
+        """A new VM like this one (image, accelerator, CPU, ...) that resumes ``warm``."""
+        return VM(
+            self.image,
+            self.run_dir,
+            accel=self.spec.accel,
+            accel_reason=self.accel_reason,
+            cpu=self.spec.cpu,
+            memory_mib=self.spec.memory_mib,
+            smp=self.spec.smp,
+            detached=self.detached,
+            warm=warm,
+            report=self.report,
+        )
+
     @property
     def resumed(self) -> bool:
         """True when this VM continues a saved, already-booted state."""
