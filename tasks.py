@@ -1,32 +1,62 @@
-"""pyinvoke tasks: a thin layer over the memlayout package.
+"""pyinvoke tasks: the command line of the memlayout pipeline.
 
-invoke image     build or fetch the base image of a guest
-invoke up        boot a guest and leave it running (invoke ssh / down / status)
-invoke build     push kernel-module/ and guest/ to the guest, kbuild them there
-invoke inspect   load procmem.ko for one pid and print the parsed record
-invoke verify    check the module against /proc for one pid
+Every task calls the stage functions of ``memlayout.pipeline`` (the same ones
+``invoke all`` runs) and prints their results; no stage logic lives here.
+Errors of the pipeline (``MemlayoutError``) are caught once, in ``task``
+below: one line, the log's path, and an exit code (memlayout/errors.py):
+0 passed, 1 a check failed, 2 bad arguments, 3 a stage could not run,
+130 interrupted.
+
+    invoke all          everything, for one or more guests, into one report
+    invoke image        build or fetch a guest's base image
+    invoke up / ssh / status / down
+                        a guest left running to poke at
+    invoke build        push and kbuild the module and the app in the guest
+    invoke inspect      load the module for one pid and print its record
+    invoke verify       check the module against /proc for one pid (or the standard targets)
+    invoke experiments  the app's scenarios with plots
+    invoke cycles       insmod/rmmod cycles
+    invoke report       render a finished run's report again
+    invoke submission   bundle a finished run again
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-from invoke import Context, Exit, task
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
-from memlayout import guests, image, keys, kmod, runs
-from memlayout import submission as submission_mod
-from memlayout import verify as verify_mod
+from memlayout import pipeline
+from memlayout.errors import EXIT_INTERRUPTED, ChecksFailed, MemlayoutError, UsageError
+from memlayout.experiments import SCENARIOS
+from memlayout.guest import keys
+from memlayout.guest.cache import ensure_image
+from memlayout.guest.profiles import DEFAULT_GUEST, PROFILES, get_profile
+from memlayout.guest.qemu import DEFAULT_CPU
+from memlayout.guest.session import (
+    GuestOptions,
+    connect,
+    live_state,
+    start_detached,
+    stop_detached,
+)
 from memlayout.paths import cache_dir
-from memlayout.pipeline import GuestOptions, boot, connect, live_state, session, sync_clock
-from memlayout.remote import Remote
-from memlayout.vm import DEFAULT_CPU, stop_detached
+from memlayout.report import render
+from memlayout.report import submission as submission_mod
+from memlayout.rundir import RunDir
 
-GUEST_HELP = {"guest": f"guest profile ({', '.join(guests.PROFILES)})"}
+GUEST_HELP = {"guest": f"guest profile ({', '.join(PROFILES)})"}
 VM_HELP = {
     **GUEST_HELP,
     "accel": "auto (probe KVM, else TCG), kvm or tcg",
@@ -35,14 +65,58 @@ VM_HELP = {
 }
 
 
-def _opts(guest: str, accel: str, cpu: str, mirror: str | None) -> GuestOptions:
-    guests.get_profile(guest)  # fail early on an unknown name
-    return GuestOptions(guest=guest, accel=accel, cpu=cpu, mirror=mirror)
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
-def _fail(message: str, code: int = 1) -> Exit:
-    print(message, file=sys.stderr)
-    return Exit(code=code)
+def task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Task[Any]]:
+    """invoke's @task; a MemlayoutError becomes one line on stderr and its exit code."""
+
+    def wrap(body: Callable[..., None]) -> Task[Any]:
+        @functools.wraps(body)
+        def run(c: Context, *a: Any, **kw: Any) -> None:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            try:
+                body(c, *a, **kw)
+            except MemlayoutError as exc:
+                print(f"error: {exc.summary()}", file=sys.stderr)
+                detail = exc.message.strip().splitlines()[1:]
+                for line in detail[-30:]:
+                    print(f"  {line}", file=sys.stderr)
+                raise Exit(code=exc.exit_code) from None
+            except KeyboardInterrupt:
+                print("interrupted; no VM was left running", file=sys.stderr)
+                raise Exit(code=EXIT_INTERRUPTED) from None
+
+        return invoke_task(*args, **kwargs)(run)  # type: ignore[no-any-return]
+
+    return wrap
+
+
+def _opts(
+    guest: str, accel: str, cpu: str, mirror: str | None, resume: bool = True
+) -> GuestOptions:
+    return GuestOptions(guest=guest, accel=accel, cpu=cpu, mirror=mirror, resume=resume)
+
+
+def _number(value: str, what: str) -> int:
+    """A decimal or 0x-prefixed number from the command line."""
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise UsageError(f"{what} must be a number, not {value!r}") from None
+
+
+def _run_stages(opts: GuestOptions, prefix: str, plan: pipeline.Plan) -> pipeline.GuestRun:
+    run = RunDir.new(f"{prefix}-{opts.guest}")
+    return pipeline.run_guest(opts, run.guest(opts.guest), plan)
+
+
+def _fail_on(g: pipeline.GuestRun) -> None:
+    for failure in g.failures:
+        print(f"FAIL {failure}", file=sys.stderr)
+    if g.failures:
+        raise ChecksFailed(f"{len(g.failures)} checks failed; {g.files.path}")
 
 
 @task(
@@ -56,58 +130,51 @@ def _fail(message: str, code: int = 1) -> Exit:
 )
 def image_(
     c: Context,
-    guest: str = guests.DEFAULT_GUEST,
+    guest: str = DEFAULT_GUEST,
     mirror: str | None = None,
     rebuild: bool = False,
     allow_expired_release: bool = False,
 ) -> None:
     """Build (Debian) or fetch (cloud) the base image of a guest; print its directory."""
-    try:
-        base = image.ensure_image(
-            guests.get_profile(guest),
-            cache_dir(),
-            mirror=mirror,
-            allow_expired=allow_expired_release,
-            rebuild=rebuild,
-        )
-    except (image.ImageError, guests.UnknownGuest) as exc:
-        raise _fail(f"image: {exc}") from None
+    base = ensure_image(
+        get_profile(guest),
+        cache_dir(),
+        mirror=mirror,
+        allow_expired=allow_expired_release,
+        rebuild=rebuild,
+    )
     print(f"{base.guest}: kernel {base.kernel_release}, sha256 {base.sha256[:16]}…")
     print(base.directory)
 
 
-@task(help={**VM_HELP, "warm": "resume a saved booted state when one matches (default)"})
+@task(help={**VM_HELP, "resume": "resume a saved booted state when one matches (default)"})
 def up(
     c: Context,
-    guest: str = guests.DEFAULT_GUEST,
+    guest: str = DEFAULT_GUEST,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
-    warm: bool = True,
+    resume: bool = True,
 ) -> None:
     """Boot a guest and leave it running; its state goes to the run directory."""
+    opts = _opts(guest, accel, cpu, mirror, resume)
     if live_state(guest):
-        raise _fail(f"a {guest} VM is already running (invoke down --guest {guest})")
-    run_dir = runs.new_run(f"up-{guest}")
-    vm = boot(_opts(guest, accel, cpu, mirror), run_dir, detached=True, use_warm=warm)
-    if vm.resumed:
-        with connect(vm.spec.ssh_port, vm.image.host_key) as remote:
-            sync_clock(remote)
-    state = vm.state()
-    state.save(run_dir / "vm.json")
-    state.save(runs.active_state_path(guest))
+        raise UsageError(f"a {guest} VM is already running (invoke down --guest {guest})")
+    run = RunDir.new(f"up-{guest}")
+    state = start_detached(opts, run.guest(guest))
     print(
         f"{guest} is up: pid {state.pid}, ssh 127.0.0.1:{state.ssh_port}, "
-        f"accel {state.accel}, boot {state.boot_seconds:.1f} s, run {run_dir}"
+        f"accel {state.accel}, boot {state.boot_seconds:.1f} s, run {run.path}"
     )
 
 
 @task(help={**GUEST_HELP, "command": "run this command and exit with its status"})
-def ssh(c: Context, guest: str = guests.DEFAULT_GUEST, command: str | None = None) -> None:
+def ssh(c: Context, guest: str = DEFAULT_GUEST, command: str | None = None) -> None:
     """Open a shell in the running guest, or run one command there."""
+    get_profile(guest)
     state = live_state(guest)
     if state is None:
-        raise _fail(f"no {guest} VM is running: start one with invoke up --guest {guest}")
+        raise UsageError(f"no {guest} VM is running: start one with invoke up --guest {guest}")
     if command is not None:
         with connect(state.ssh_port, state.host_key) as remote:
             result = remote.run(command, timeout=None)
@@ -115,83 +182,48 @@ def ssh(c: Context, guest: str = guests.DEFAULT_GUEST, command: str | None = Non
         sys.stderr.write(result.stderr)
         raise Exit(code=result.status)
     if shutil.which("ssh") is None:
-        raise _fail("interactive use needs the OpenSSH client; use --command CMD")
+        raise UsageError("interactive use needs the OpenSSH client; use --command CMD")
     client = keys.ensure_client_key(cache_dir())
     with tempfile.NamedTemporaryFile("w", suffix="known_hosts") as known:
         known.write(f"[127.0.0.1]:{state.ssh_port} {state.host_key}\n")
         known.flush()
-        code = subprocess.call(
-            [
-                "ssh",
-                "-i",
-                str(client.private),
-                "-p",
-                str(state.ssh_port),
-                "-o",
-                f"UserKnownHostsFile={known.name}",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "root@127.0.0.1",
-            ]
-        )
-    raise Exit(code=code)
+        options = [
+            f"UserKnownHostsFile={known.name}",
+            "StrictHostKeyChecking=yes",
+            "IdentitiesOnly=yes",
+        ]
+        cmd = ["ssh", "-i", str(client.private), "-p", str(state.ssh_port)]
+        for option in options:
+            cmd += ["-o", option]
+        raise Exit(code=subprocess.call([*cmd, "root@127.0.0.1"]))
 
 
 @task(help=GUEST_HELP)
-def down(c: Context, guest: str = guests.DEFAULT_GUEST) -> None:
-    """Shut down the guest started by invoke up."""
-    path = runs.active_state_path(guest)
-    state = live_state(guest)
-    if state is None:
-        print(f"no {guest} VM is running")
-        return
-    how = stop_detached(state)
-    path.unlink(missing_ok=True)
-    print(f"{guest} (pid {state.pid}): {how}")
+def down(c: Context, guest: str = DEFAULT_GUEST) -> None:
+    """Shut down the guest started by invoke up (QMP power-down, then kill)."""
+    get_profile(guest)
+    print(f"{guest}: {stop_detached(guest)}")
 
 
 @task(help=GUEST_HELP)
-def status(c: Context, guest: str = guests.DEFAULT_GUEST) -> None:
+def status(c: Context, guest: str = DEFAULT_GUEST) -> None:
     """Say whether a guest is running, and how to reach it."""
+    get_profile(guest)
     state = live_state(guest)
-    if state is None:
-        print(f"{guest}: not running")
-        return
-    print(json.dumps(state.__dict__, indent=2))
+    print(json.dumps(state.__dict__, indent=2) if state else f"{guest}: not running")
 
 
 @task(help=VM_HELP)
 def build(
     c: Context,
-    guest: str = guests.DEFAULT_GUEST,
+    guest: str = DEFAULT_GUEST,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
 ) -> None:
     """Push kernel-module/ and guest/ to the guest and build them there (warnings fail)."""
-    run_dir = runs.new_run(f"build-{guest}")
-    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
-        _push_and_build(s.remote, run_dir)
-
-
-def _push_and_build(remote: Remote, run_dir: Path) -> kmod.BuildResult:
-    digest = kmod.source_digest()
-    files = kmod.push_sources(remote)
-    try:
-        result = kmod.build(remote, digest)
-    except kmod.BuildError as exc:
-        (run_dir / "build.log").write_text(str(exc))
-        raise _fail(str(exc)) from None
-    (run_dir / "build.log").write_text(result.log)
-    what = (
-        "unchanged, build skipped"
-        if result.skipped
-        else (f"built in {result.seconds:.1f} s, no warnings")
-    )
-    print(f"pushed {files} files; {what}", file=sys.stderr)
-    return result
+    g = _run_stages(_opts(guest, accel, cpu, mirror), "build", pipeline.Plan(stages=("build",)))
+    print(g.files.build_log)
 
 
 @task(
@@ -199,14 +231,14 @@ def _push_and_build(remote: Remote, run_dir: Path) -> kmod.BuildResult:
         **VM_HELP,
         "pid": "target pid in the guest",
         "json": "print JSON",
-        "va": "also translate this user address",
+        "va": "also translate this user address (0x...)",
         "walk": "count entries per level",
     }
 )
 def inspect(
     c: Context,
     pid: str = "",
-    guest: str = guests.DEFAULT_GUEST,
+    guest: str = DEFAULT_GUEST,
     json_: bool = False,
     va: str | None = None,
     walk: bool = False,
@@ -216,132 +248,110 @@ def inspect(
 ) -> None:
     """Load procmem.ko for PID, print its record, unload it."""
     if not pid:
-        raise _fail("inspect: --pid is required")
-    run_dir = runs.new_run(f"inspect-{guest}")
-    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
-        _push_and_build(s.remote, run_dir)
-        snap = kmod.snapshot(
-            s.remote, int(pid), va=int(va, 0) if va else None, walk=walk, stop=False
-        )
-    (run_dir / "dmesg.txt").write_text(snap.sections.get("dmesg", ""))
-    if snap.insmod_status != 0:
-        errors = snap.record.errors if snap.record else []
-        reason = "; ".join(" ".join(f"{k}={v}" for k, v in e.items()) for e in errors)
-        raise _fail(f"insmod failed ({snap.errno_name}): {snap.insmod_output}\n{reason}")
-    if snap.record is None:
-        raise _fail(f"no record: {snap.record_error}")
-    data = snap.record.to_json()
-    (run_dir / "record.json").write_text(json.dumps(data, indent=2) + "\n")
+        raise UsageError("inspect: --pid is required")
+    target = _number(pid, "--pid")
+    address = _number(va, "--va") if va else None
+    opts = _opts(guest, accel, cpu, mirror)
+    run = RunDir.new(f"inspect-{guest}")
+    cap = pipeline.inspect(opts, run.guest(guest), target, va=address, walk=walk)
+    failure = cap.failure()
+    if failure is not None or cap.record is None:
+        raise ChecksFailed(f"inspect {target}: {failure}")
     if json_:
-        print(json.dumps(data))
+        print(json.dumps(cap.record.to_json()))
     else:
-        print("\n".join(snap.record.lines))
+        print("\n".join(cap.record.lines))
 
 
-@task(help={**VM_HELP, "pid": "target pid in the guest (default: the guest's sshd)"})
+@task(help={**VM_HELP, "pid": "target pid in the guest (default: the standard targets)"})
 def verify(
     c: Context,
-    pid: int = 0,
-    guest: str = guests.DEFAULT_GUEST,
+    pid: str = "",
+    guest: str = DEFAULT_GUEST,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
 ) -> None:
     """Freeze PID, compare the module's record with /proc; non-zero exit on any mismatch."""
-    run_dir = runs.new_run(f"verify-{guest}")
-    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
-        _push_and_build(s.remote, run_dir)
-        target = pid or int(s.remote.run("pgrep -o -x sshd", check=True).stdout.split()[0])
-        snap = kmod.snapshot(s.remote, target, va=None)
-    result = verify_mod.verify(snap)
-    verify_mod.write([result], run_dir / "verify.json")
-    print(result.table())
-    bad = result.failures
-    print(
-        f"{len(result.checks) - len(bad)} passed, {len(bad)} failed "
-        f"(pid {result.pid} {result.comm}); {run_dir / 'verify.json'}"
-    )
-    if bad:
-        raise Exit(code=1)
+    pids = (_number(pid, "--pid"),) if pid else ()
+    plan = pipeline.Plan(stages=("build", "verify"), pids=pids)
+    g = _run_stages(_opts(guest, accel, cpu, mirror), "verify", plan)
+    assert g.verify is not None
+    for t in g.verify.targets:
+        bad = t.verification.failures
+        print(f"== {t.name} (pid {t.pid} {t.verification.comm}) ==")
+        print(t.verification.table())
+        print(f"{len(t.verification.checks) - len(bad)} passed, {len(bad)} failed")
+    print(g.files.verify_json)
+    _fail_on(g)
 
 
-GUESTS_HELP = {**VM_HELP, "guest": "guest profile; repeat for several kernels in one report"}
-
-
-def _guest_list(guest: list[str]) -> list[str]:
-    names = guest or [guests.DEFAULT_GUEST]
-    for name in names:
-        guests.get_profile(name)
-    return names
-
-
-@task(help=VM_HELP)
+@task(iterable=["scenario"], help={**VM_HELP, "scenario": f"one of {', '.join(SCENARIOS)}; repeat"})
 def experiments(
     c: Context,
-    guest: str = guests.DEFAULT_GUEST,
+    guest: str = DEFAULT_GUEST,
+    scenario: list[str] | None = None,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
 ) -> None:
     """Run the app's scenarios with the module at every checkpoint; save data and plots."""
-    from memlayout import experiments as exp_mod
-    from memlayout import plots
-
-    run_dir = runs.new_run(f"experiments-{guest}")
-    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
-        _push_and_build(s.remote, run_dir)
-        done = exp_mod.run_all(s.remote, run_dir / "experiments")
-    failures = []
-    for scenario, exp in done.items():
+    plan = pipeline.Plan(stages=("build", "experiments"), scenarios=tuple(scenario or ()))
+    g = _run_stages(_opts(guest, accel, cpu, mirror), "experiments", plan)
+    assert g.experiments is not None
+    for name, exp in g.experiments.experiments.items():
         bad = [r for r in exp.rules if not r.ok]
-        print(f"{scenario}: {len(exp.points)} checkpoints, {len(exp.rules)} rules, "
-              f"{len(bad)} broken")  # fmt: skip
-        for r in bad:
-            print(f"  FAIL {r.name}: {r.detail}")
-        failures += exp.failures()
-    plots.all_plots({k: e.to_json() for k, e in done.items()}, run_dir / "plots")
-    print(run_dir)
-    if failures:
-        raise Exit(code=1)
+        print(f"{name}: {len(exp.points)} checkpoints, {len(exp.rules)} rules, {len(bad)} broken")
+    print(g.files.path)
+    _fail_on(g)
 
 
-@task(help={**VM_HELP, "count": "number of insmod/rmmod cycles", "stress": "churning target",
-            "pid": "target pid (default: an idle app)"})  # fmt: skip
+@task(
+    help={
+        **VM_HELP,
+        "count": "number of insmod/rmmod cycles",
+        "stress": "churning target",
+        "pid": "target pid (default: an idle app)",
+    }
+)
 def cycles(
     c: Context,
     count: int = 20,
     stress: bool = False,
-    pid: int = 0,
-    guest: str = guests.DEFAULT_GUEST,
+    pid: str = "",
+    guest: str = DEFAULT_GUEST,
     accel: str = "auto",
     cpu: str = DEFAULT_CPU,
     mirror: str | None = None,
 ) -> None:
     """Run COUNT insmod/rmmod cycles in one guest loop; fail on any oops, BUG or warning."""
-    from memlayout import cycles as cycles_mod
-
-    run_dir = runs.new_run(f"cycles-{guest}")
-    with session(_opts(guest, accel, cpu, mirror), run_dir) as s:
-        _push_and_build(s.remote, run_dir)
-        stats = cycles_mod.run(s.remote, count, stress=stress, target_pid=pid or None)
-    (run_dir / "cycles.json").write_text(json.dumps(stats.to_json(), indent=1) + "\n")
-    summary = stats.summary()
+    if count < 0:
+        raise UsageError(f"--count must not be negative, not {count}")
+    plan = pipeline.Plan(
+        stages=("build", "cycles"),
+        cycles=0 if stress else count,
+        stress=count if stress else 0,
+        cycle_pid=_number(pid, "--pid") if pid else None,
+    )
+    g = _run_stages(_opts(guest, accel, cpu, mirror), "cycles", plan)
+    stats = g.stress if stress else g.cycles
+    assert stats is not None
+    s = stats.summary()
     print(
-        f"{summary['count']} cycles: mean {summary['mean_ms']} ms, p50 {summary['p50_ms']}, "
-        f"p90 {summary['p90_ms']}, p99 {summary['p99_ms']}, max {summary['max_ms']} ms; "
-        f"refused loads {summary['failed_loads']}, incomplete records "
-        f"{summary['incomplete_records']}, kernel trouble {len(stats.trouble)}"
+        f"{s['count']} cycles: mean {s['mean_ms']} ms, p50 {s['p50_ms']}, p90 {s['p90_ms']}, "
+        f"p99 {s['p99_ms']}, max {s['max_ms']} ms; refused loads {s['failed_loads']}, "
+        f"incomplete records {s['incomplete_records']}, kernel trouble {len(stats.trouble)}"
     )
     for line in stats.trouble[:5]:
         print(f"  {line}")
-    if not stats.ok:
-        raise Exit(code=1)
+    _fail_on(g)
 
 
 @task(
     iterable=["guest", "author"],
     help={
-        **GUESTS_HELP,
+        **VM_HELP,
+        "guest": "guest profile; repeat for several kernels in one report",
         "cycles": "insmod/rmmod cycles per guest",
         "stress": "stress cycles per guest (0: none)",
         "author": 'group member "Name" or "Name:student-id"; repeat (default: submission.toml)',
@@ -358,24 +368,25 @@ def all(
     author: list[str] | None = None,
 ) -> None:
     """Everything: image, boot, build, verify, experiments, cycles, report, bundle; per guest."""
-    from memlayout import allrun
-
-    names = _guest_list(guest or [])
+    if cycles < 0 or stress < 0:
+        raise UsageError("--cycles and --stress must not be negative")
+    guests = [_opts(name, accel, cpu, mirror) for name in guest or [DEFAULT_GUEST]]
     sub = submission_mod.load(cli_authors=author or None)
-    run_dir = runs.new_run("all")
-    summary = allrun.run_all(
-        [_opts(name, accel, cpu, mirror) for name in names],
-        run_dir,
-        cycle_count=cycles,
-        stress_count=stress,
-        submission=sub,
+    result = pipeline.run_all(
+        guests, RunDir.new("all"), pipeline.Plan(cycles=cycles, stress=stress), sub
     )
-    print(f"bundle: {summary['bundle']}", file=sys.stderr)
-    for failure in summary["failures"]:
+    print(f"bundle: {result.bundle}", file=sys.stderr)
+    for failure in result.failures:
         print(f"FAIL {failure}", file=sys.stderr)
-    print(summary["report"])
-    if not summary["ok"]:
-        raise Exit(code=1)
+    print(result.run.report_pdf)
+    if not result.ok:
+        raise ChecksFailed(f"{len(result.failures)} checks failed; the report shows them")
+
+
+@task(help={"run": "run directory (default: runs/latest)"})
+def report(c: Context, run: str = "") -> None:
+    """Render the report of a finished run again (e.g. after editing the template)."""
+    print(render(RunDir.existing(run)).report_pdf)
 
 
 @task(
@@ -384,13 +395,8 @@ def all(
 )
 def submission(c: Context, run: str = "", author: list[str] | None = None) -> None:
     """Bundle a finished run (report, sources, README.txt, logs) for the course."""
-    from memlayout.paths import runs_dir
-
-    run_dir = Path(run) if run else (runs_dir() / "latest").resolve()
-    if not (run_dir / "report.pdf").exists():
-        raise _fail(f"{run_dir} has no report.pdf: run invoke all first")
-    try:
-        sub = submission_mod.load(cli_authors=author or None)
-        print(submission_mod.make_bundle(run_dir, sub))
-    except submission_mod.SubmissionError as exc:
-        raise _fail(f"submission: {exc}") from None
+    run_dir = RunDir.existing(run)
+    if not run_dir.report_pdf.exists():
+        raise UsageError(f"{run_dir.path} has no report.pdf: run invoke all or invoke report")
+    sub = submission_mod.load(cli_authors=author or None)
+    print(submission_mod.make_bundle(run_dir, sub))

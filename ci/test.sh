@@ -3,7 +3,7 @@
 # Pass pytest options after it, e.g. `bash ci/test.sh -m "not vm"` for the fast half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check memlayout tests tasks.py
-.venv/bin/ruff format --check memlayout tests tasks.py
+.venv/bin/ruff check memlayout tests tasks.py ci/benchmark.py
+.venv/bin/ruff format --check memlayout tests tasks.py ci/benchmark.py
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -3,6 +3,7 @@
  * procmem - print the memory layout of one process to the kernel log.
  *
  * Load with: insmod procmem.ko pid=N [va=0xADDR] [walk=1] [tag=STRING]
+ *                               [find=pid|list]
  *
  * Every line is one record: "procmem: <record> key=value key=value ...".
  * See FORMAT.md for the records and their fields.
@@ -33,6 +34,8 @@
 #include <linux/rcupdate.h>
 #include <linux/utsname.h>
 #include <linux/limits.h>
+#include <linux/string.h>
+#include <linux/ktime.h>
 #include <asm/page.h>
 #include <asm/pgtable.h>
 #include <asm/processor.h>
@@ -41,11 +44,29 @@
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 11, 0)
 #include <linux/sched/mm.h>
 #include <linux/sched/task.h>
+#include <linux/sched/signal.h>		/* for_each_process(), next_task() */
 #endif
 
 #ifndef CONFIG_X86_64
 #error "procmem supports x86_64 only"
 #endif
+
+/*
+ * x86_64 paging geometry. Every table is one 4 KiB page of 512 8-byte
+ * entries, so each level decodes PM_LEVEL_BITS address bits above the
+ * 12-bit page offset: pte 12, pmd 21, pud 30, then the top level at 39
+ * (4 levels: the pgd) or 48 (5 levels: a pgd above the p4d at 39).
+ */
+#define PM_LEVEL_BITS	9
+#define PM_ENTRIES	(1 << PM_LEVEL_BITS)
+#define PM_USER_ENTRIES	(PM_ENTRIES / 2)	/* lower half of the top level */
+#define PM_MAX_LEVELS	5
+#define PM_PTE_SHIFT	12			/* PAGE_SHIFT, 4 KiB pages */
+#define PM_PMD_SHIFT	(PM_PTE_SHIFT + PM_LEVEL_BITS)	/* 21 */
+#define PM_PUD_SHIFT	(PM_PMD_SHIFT + PM_LEVEL_BITS)	/* 30 */
+#define PM_P4D_SHIFT	(PM_PUD_SHIFT + PM_LEVEL_BITS)	/* 39 */
+#define PM_TOP_SHIFT_L4	PM_P4D_SHIFT			/* 39 */
+#define PM_TOP_SHIFT_L5	(PM_P4D_SHIFT + PM_LEVEL_BITS)	/* 48 */
 
 /* ------------------------------------------------------------------ */
 /* Kernel version differences: all of them live in this block.        */
@@ -75,7 +96,7 @@ static inline bool pm_l5_enabled(void)
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 18, 0)
 	return pgtable_l5_enabled();
 #else
-	return PGDIR_SHIFT == 48;
+	return PGDIR_SHIFT == PM_TOP_SHIFT_L5;
 #endif
 }
 
@@ -197,11 +218,8 @@ static inline unsigned long pm_pinned_vm(struct mm_struct *mm)
 #define PM_PS		(1ULL << 7)
 #define PM_PROTNONE	(1ULL << 8)
 #define PM_SPECIAL	(1ULL << 9)
+#define PM_NX		(1ULL << 63)
 #define PM_ADDR_MASK	0x000ffffffffff000ULL
-#define PM_ENTRIES	512
-#define PM_PTE_SHIFT	12
-#define PM_PMD_SHIFT	21
-#define PM_PUD_SHIFT	30
 #define PM_ESC_MAX	200
 #define PM_BYTES	16
 
@@ -236,6 +254,28 @@ static char *tag;
 module_param(tag, charp, 0444);
 MODULE_PARM_DESC(tag, "free-form label echoed in begin/end/unload");
 
+/*
+ * How the task is found (find=). "pid", the pid hash, is the default: O(1),
+ * in the caller's pid namespace, and it finds threads too. "list" is the
+ * assignment's walk of the process list. See pm_find_by_pid() and
+ * pm_find_by_list().
+ */
+enum pm_find {
+	PM_FIND_PID,
+	PM_FIND_LIST,
+};
+
+static const char * const pm_find_names[] = {
+	[PM_FIND_PID] = "pid",
+	[PM_FIND_LIST] = "list",
+};
+
+static char *pm_find_arg;
+module_param_named(find, pm_find_arg, charp, 0444);
+MODULE_PARM_DESC(find, "how to find the task: pid (default, pid hash) or list (walk the process list)");
+
+static enum pm_find pm_find_mode;
+
 /* Escaped tag, kept for the unload record. */
 static char pm_tag[PM_ESC_MAX + 1];
 static bool pm_tag_trunc;
@@ -246,6 +286,7 @@ struct pm_ctx {
 	const u64 *pgd;
 	unsigned long zero_pfn;
 	int top_shift;
+	u64 find_ns;		/* time taken by the find= lookup */
 	bool l5;
 	bool pti;
 	char esc[PM_ESC_MAX + 1];
@@ -257,7 +298,7 @@ struct pm_ctx {
 struct pm_count {
 	unsigned long present;
 	unsigned long rss;
-	unsigned long level[5];
+	unsigned long level[PM_MAX_LEVELS];
 	unsigned long huge_pmd;
 	unsigned long huge_pud;
 	bool normal_only;
@@ -321,19 +362,19 @@ static const char *pm_trunc_field(bool truncated)
 /* Render the set bits of a raw entry as "P|RW|US|...", or "-". */
 static const char *pm_flag_names(char *buf, size_t len, u64 v)
 {
-	static const char * const names[12] = {
+	static const char * const names[] = {
 		"P", "RW", "US", "PWT", "PCD", "A", "D", "PS", "G",
 		"AVL9", "AVL10", "AVL11",
 	};
 	size_t n = 0;
-	int i;
+	unsigned int i;
 
 	buf[0] = '\0';
-	for (i = 0; i < 12; i++)
+	for (i = 0; i < ARRAY_SIZE(names); i++)
 		if (v & (1ULL << i))
 			n += scnprintf(buf + n, len - n, "%s%s",
 				       n ? "|" : "", names[i]);
-	if (v & (1ULL << 63))
+	if (v & PM_NX)
 		n += scnprintf(buf + n, len - n, "%sNX", n ? "|" : "");
 	if (!n)
 		scnprintf(buf, len, "-");
@@ -350,12 +391,40 @@ static inline unsigned int pm_index(unsigned long addr, int shift)
 /* Counter slot of a level: 0 pte, 1 pmd, 2 pud, 3 p4d or pgd, 4 pgd. */
 static inline int pm_slot(int shift)
 {
-	return (shift - PM_PTE_SHIFT) / 9;
+	return (shift - PM_PTE_SHIFT) / PM_LEVEL_BITS;
+}
+
+/* Shift of the level below the one at @shift. */
+static inline int pm_lower_shift(int shift)
+{
+	return shift - PM_LEVEL_BITS;
+}
+
+/* Page-table levels in use: 4, or 5 with LA57. */
+static inline int pm_levels(const struct pm_ctx *c)
+{
+	return pm_slot(c->top_shift) + 1;
+}
+
+/* Virtual-address width: 48 (4 levels) or 57 (5 levels). */
+static inline int pm_va_bits(const struct pm_ctx *c)
+{
+	return c->top_shift + PM_LEVEL_BITS;
+}
+
+/*
+ * End of the user half of the address space: what the lower half of the
+ * top-level table (entries 0 .. PM_USER_ENTRIES - 1) covers, i.e.
+ * PM_USER_ENTRIES << top_shift.
+ */
+static inline unsigned long pm_user_half_end(const struct pm_ctx *c)
+{
+	return 1UL << (pm_va_bits(c) - 1);
 }
 
 static const char *pm_level_name(const struct pm_ctx *c, int shift)
 {
-	static const char * const names[5] = {
+	static const char * const names[PM_MAX_LEVELS] = {
 		"pte", "pmd", "pud", "p4d", "pgd"
 	};
 
@@ -459,7 +528,8 @@ static void pm_walk_entry(struct pm_ctx *c, struct pm_count *cnt,
 		return;
 	next = pm_next_table(v);
 	if (next)
-		pm_walk_range(c, cnt, next, shift - 9, start, end);
+		pm_walk_range(c, cnt, next, pm_lower_shift(shift),
+			      start, end);
 }
 
 /* Walk [start, end) of one table level; end may be 0 for "top of space". */
@@ -496,10 +566,11 @@ static void pm_print_begin(struct pm_ctx *c, struct task_struct *task)
 	get_task_comm(comm, task);
 	trunc = pm_escape(c->esc, comm) || pm_tag_trunc;
 	pm_escape(c->release, utsname()->release);
-	pm_rec("begin tag=%s pid=%d comm=%s kernel=%s page_size=%lu levels=%d pti=%d va_bits=%d task_size=0x%lx%s",
+	pm_rec("begin tag=%s pid=%d comm=%s kernel=%s page_size=%lu levels=%d pti=%d va_bits=%d task_size=0x%lx find=%s find_ns=%llu%s",
 	       pm_tag, pid, c->esc, c->release, PAGE_SIZE,
-	       c->l5 ? 5 : 4, c->pti ? 1 : 0, c->l5 ? 57 : 48,
-	       c->mm->task_size, pm_trunc_field(trunc));
+	       pm_levels(c), c->pti ? 1 : 0, pm_va_bits(c),
+	       c->mm->task_size, pm_find_names[pm_find_mode],
+	       (unsigned long long)c->find_ns, pm_trunc_field(trunc));
 }
 
 static void pm_region(const char *name, unsigned long start,
@@ -530,12 +601,20 @@ static void pm_print_regions(struct pm_ctx *c)
 	pm_region("env", mm->env_start, mm->env_end);
 }
 
+/* The name a mapping gives itself ([vdso], [vvar], ...), or NULL. */
+static const char *pm_special_name(struct vm_area_struct *vma)
+{
+	if (vma->vm_ops && vma->vm_ops->name)
+		return vma->vm_ops->name(vma);
+	return NULL;
+}
+
 /* Name of a VMA as /proc/PID/maps shows it, escaped into c->esc. */
 static bool pm_vma_name(struct pm_ctx *c, struct vm_area_struct *vma,
 			const char **kind)
 {
 	struct mm_struct *mm = c->mm;
-	const char *name = NULL;
+	const char *name;
 
 	if (vma->vm_file) {
 		name = d_path(pm_file_path(vma->vm_file), c->path,
@@ -543,8 +622,10 @@ static bool pm_vma_name(struct pm_ctx *c, struct vm_area_struct *vma,
 		if (IS_ERR(name))
 			name = "[d_path_error]";
 		*kind = "file";
-	} else if (vma->vm_ops && vma->vm_ops->name &&
-		   (name = vma->vm_ops->name(vma)) != NULL) {
+		return pm_escape(c->esc, name);
+	}
+	name = pm_special_name(vma);
+	if (name) {
 		*kind = "special";
 	} else if (vma->vm_start <= mm->brk && vma->vm_end >= mm->start_brk) {
 		name = "[heap]";
@@ -630,8 +711,8 @@ static unsigned long pm_top_va(const struct pm_ctx *c, unsigned int idx)
 {
 	unsigned long addr = (unsigned long)idx << c->top_shift;
 
-	if (idx >= PM_ENTRIES / 2)
-		addr |= ~((1UL << (c->top_shift + 9)) - 1);
+	if (idx >= PM_USER_ENTRIES)
+		addr |= ~((1UL << pm_va_bits(c)) - 1);
 	return addr;
 }
 
@@ -648,7 +729,7 @@ static void pm_dump_pgd(struct pm_ctx *c, const u64 *pgd, const char *name)
 		if (!(v & PM_P))
 			continue;
 		present++;
-		if (i < PM_ENTRIES / 2)
+		if (i < PM_USER_ENTRIES)
 			user++;
 		start = pm_top_va(c, i);
 		pm_rec("pgde table=%s idx=%u va_start=0x%lx va_end=0x%lx value=0x%016llx next_pa=0x%llx flags=%s",
@@ -664,23 +745,23 @@ static void pm_dump_pgd(struct pm_ctx *c, const u64 *pgd, const char *name)
 static void pm_print_walk(struct pm_ctx *c)
 {
 	struct pm_count cnt = { .check_vma = true };
-	unsigned long end = 1UL << (c->top_shift + 8);
+	unsigned long end = pm_user_half_end(c);
 	int top = pm_slot(c->top_shift);
 	char p4d[40];
 
 	pm_walk_range(c, &cnt, c->pgd, c->top_shift, 0, end);
 	pm_opt(p4d, sizeof(p4d), "p4d", c->l5 ? (long)cnt.level[3] : -1);
 	pm_rec("walk levels=%d pgd=%lu%s pud=%lu pmd=%lu pte=%lu huge_pmd=%lu huge_pud=%lu",
-	       c->l5 ? 5 : 4, cnt.level[top], p4d, cnt.level[2],
+	       pm_levels(c), cnt.level[top], p4d, cnt.level[2],
 	       cnt.level[1], cnt.level[0], cnt.huge_pmd, cnt.huge_pud);
 }
 
 /* ---- va translation -------------------------------------------------- */
 
 struct pm_xlate {
-	u64 val[5];
-	unsigned int idx[5];
-	int shift[5];
+	u64 val[PM_MAX_LEVELS];
+	unsigned int idx[PM_MAX_LEVELS];
+	int shift[PM_MAX_LEVELS];
 	int nlev;
 	bool present;
 	int leaf_shift;
@@ -719,7 +800,8 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 
 	x->reason = "not_present";
 	rcu_read_lock();
-	for (shift = c->top_shift; shift >= PM_PTE_SHIFT; shift -= 9) {
+	for (shift = c->top_shift; shift >= PM_PTE_SHIFT;
+	     shift = pm_lower_shift(shift)) {
 		x->idx[x->nlev] = pm_index(addr, shift);
 		x->shift[x->nlev] = shift;
 		v = READ_ONCE(table[x->idx[x->nlev]]);
@@ -827,6 +909,24 @@ static void pm_report(struct pm_ctx *c)
 
 /* ---- setup ----------------------------------------------------------- */
 
+/* Set pm_find_mode from find=; not given means "pid". */
+static bool pm_parse_find(void)
+{
+	unsigned int i;
+
+	if (!pm_find_arg) {
+		pm_find_mode = PM_FIND_PID;
+		return true;
+	}
+	for (i = 0; i < ARRAY_SIZE(pm_find_names); i++) {
+		if (!strcmp(pm_find_arg, pm_find_names[i])) {
+			pm_find_mode = i;
+			return true;
+		}
+	}
+	return false;
+}
+
 static int pm_check_params(void)
 {
 	if (pid <= 0) {
@@ -837,10 +937,20 @@ static int pm_check_params(void)
 		pm_error(-EINVAL, "bad_va_not_canonical_user_address");
 		return -EINVAL;
 	}
+	if (!pm_parse_find()) {
+		pm_error(-EINVAL, "bad_find");
+		return -EINVAL;
+	}
 	return 0;
 }
 
-static struct task_struct *pm_get_task(void)
+/*
+ * find=pid (the default): the pid hash, the rule of kill(2) and /proc/PID:
+ * find_get_pid() looks the number up in the caller's pid namespace, then
+ * get_pid_task(PIDTYPE_PID) takes a reference on the task using it. O(1),
+ * namespace-correct, and a thread id (TID) finds that thread.
+ */
+static struct task_struct *pm_find_by_pid(void)
 {
 	struct pid *p = find_get_pid(pid);
 	struct task_struct *task;
@@ -849,6 +959,76 @@ static struct task_struct *pm_get_task(void)
 		return NULL;
 	task = get_pid_task(p, PIDTYPE_PID);
 	put_pid(p);
+	return task;
+}
+
+/*
+ * find=list: the textbook walk of the process list, for_each_process()
+ * (next_task() along task->tasks) but started at current instead of
+ * init_task. Only thread-group leaders are on that list, so the walk starts
+ * at current's leader, which stays on it while current runs; the walk ends
+ * when it is back there. A task matches when task_pid_vnr() is pid: its
+ * pid in the caller's pid namespace (0 when that namespace cannot see it),
+ * the number find_get_pid() looks up; for a leader it equals
+ * task_tgid_vnr(). O(processes). As in get_pid_task(), the reference is
+ * taken before rcu_read_unlock().
+ */
+static struct task_struct *pm_find_by_list(void)
+{
+	struct task_struct *start, *p, *found = NULL;
+
+	rcu_read_lock();
+	start = current->group_leader;
+	p = start;
+	do {
+		if (task_pid_vnr(p) == pid) {
+			get_task_struct(p);
+			found = p;
+			break;
+		}
+		p = next_task(p);
+	} while (p != start);
+	rcu_read_unlock();
+	return found;
+}
+
+/* find=list: true when the pid lookup finds the same task (or none). */
+static bool pm_same_as_pid_lookup(struct task_struct *task)
+{
+	struct task_struct *check = pm_find_by_pid();
+	bool same = check == task;
+
+	if (check)
+		put_task_struct(check);
+	return same;
+}
+
+/*
+ * Find the task the way find= says and time that lookup into c->find_ns.
+ * Returns a referenced task, or NULL with *err set and an error printed.
+ */
+static struct task_struct *pm_find_task(struct pm_ctx *c, int *err)
+{
+	struct task_struct *task;
+	u64 start = ktime_get_ns();
+
+	if (pm_find_mode == PM_FIND_LIST)
+		task = pm_find_by_list();
+	else
+		task = pm_find_by_pid();
+	c->find_ns = ktime_get_ns() - start;
+
+	if (pm_find_mode == PM_FIND_LIST && !pm_same_as_pid_lookup(task)) {
+		if (task)
+			put_task_struct(task);
+		*err = -ESRCH;
+		pm_error(*err, "find_mismatch");
+		return NULL;
+	}
+	if (!task) {
+		*err = -ESRCH;
+		pm_error(*err, "no_such_process");
+	}
 	return task;
 }
 
@@ -872,10 +1052,11 @@ static struct mm_struct *pm_get_mm(struct task_struct *task, int *err)
 
 static void pm_ctx_init(struct pm_ctx *c, struct mm_struct *mm)
 {
+	BUILD_BUG_ON(PM_PTE_SHIFT != PAGE_SHIFT);
 	c->mm = mm;
 	c->pgd = (const u64 *)mm->pgd;
 	c->l5 = pm_l5_enabled();
-	c->top_shift = c->l5 ? 48 : 39;
+	c->top_shift = c->l5 ? PM_TOP_SHIFT_L5 : PM_TOP_SHIFT_L4;
 	c->pti = pm_pti_enabled();
 	c->zero_pfn = page_to_pfn(ZERO_PAGE(0));
 }
@@ -897,12 +1078,9 @@ static int __init procmem_init(void)
 		pm_error(-ENOMEM, "out_of_memory");
 		return -ENOMEM;
 	}
-	task = pm_get_task();
-	if (!task) {
-		err = -ESRCH;
-		pm_error(err, "no_such_process");
+	task = pm_find_task(c, &err);
+	if (!task)
 		goto out_free;
-	}
 	c->mm = pm_get_mm(task, &err);
 	if (!c->mm)
 		goto out_task;

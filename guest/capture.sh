@@ -1,0 +1,72 @@
+#!/bin/sh
+# capture.sh PID TAG [MODULE_ARGS...]
+#
+# Freeze process PID (SIGSTOP), read the kernel's own views of its memory and
+# load procmem.ko for it at the same moment, unload it, resume PID. Output is
+# a series of sections, each starting with a line "=== NAME ===".
+# NOSTOP=1 in the environment skips the freeze (for pids that must not stop);
+# NOPID=1 leaves pid= out of the module's arguments (to test that error).
+set -u
+pid=$1
+tag=$2
+shift 2
+here=$(dirname "$0")
+KMSG_KEEP=${KMSG_KEEP:-$here/../kmsg.log}
+module=${MODULE:-$here/../kernel-module/procmem.ko}
+va=
+for arg in "$@"; do
+	case $arg in va=*) va=${arg#va=} ;; esac
+done
+
+section() { echo "=== $1 ==="; }
+
+all_stopped() {
+	for s in /proc/"$pid"/task/*/stat; do
+		state=$(sed 's/.*) //' "$s" 2>/dev/null | cut -d' ' -f1)
+		case $state in T | t | Z | X | "") ;; *) return 1 ;; esac
+	done
+	return 0
+}
+
+stopped=0
+if [ -z "${NOSTOP:-}" ] && [ -d /proc/"$pid" ] && [ "$pid" != "$$" ] &&
+	kill -STOP "$pid" 2>/dev/null; then
+	stopped=1
+	i=0
+	while ! all_stopped && [ $i -lt 200 ]; do
+		sleep 0.01
+		i=$((i + 1))
+	done
+fi
+
+section meta
+echo "stopped=$stopped"
+echo "kernel=$(uname -r)"
+for view in maps stat statm status smaps; do
+	section "$view"
+	cat /proc/"$pid"/"$view" 2>&1
+done
+if [ -n "$va" ]; then
+	section pagemap
+	page=$(($va / 4096))
+	echo "va=$va"
+	dd if=/proc/"$pid"/pagemap bs=8 skip="$page" count=1 2>/dev/null | od -An -tx8
+fi
+
+# Move what the kernel logged so far to the keep file, so this load's lines
+# are read from a short log (the keep file plus dmesg is the whole story).
+dmesg -c >>"$KMSG_KEEP"
+echo "memlayout-mark $tag" >/dev/kmsg
+section insmod
+if [ -n "${NOPID:-}" ]; then
+	insmod "$module" tag="$tag" "$@" 2>&1
+else
+	insmod "$module" pid="$pid" tag="$tag" "$@" 2>&1
+fi
+echo "insmod_status=$?"
+section dmesg
+dmesg -c | tee -a "$KMSG_KEEP" | sed -n "/memlayout-mark $tag\$/,\$p"
+rmmod procmem 2>/dev/null
+
+[ $stopped = 1 ] && kill -CONT "$pid"
+section end

@@ -1,0 +1,71 @@
+"""Guest profiles: what each ``--guest NAME`` boots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+
+DEFAULT_GUEST = "debian-bookworm"
+
+# Everything a guest needs to build and load a module without the network.
+DEBIAN_PACKAGES = (
+    "linux-image-amd64",
+    "linux-headers-amd64",
+    "gcc",
+    "make",
+    "libc6-dev",
+    "openssh-server",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "e2fsprogs",
+    "kmod",
+    "procps",
+    "iproute2",
+    "initramfs-tools",
+)
+
+
+@dataclass(frozen=True)
+class GuestProfile:
+    """One guest: how its base image is made and how it boots."""
+
+    name: str
+    kind: str  # "debian" (built with mmdebstrap) or "cloud" (downloaded image): the builder
+    suite: str = ""
+    packages: tuple[str, ...] = DEBIAN_PACKAGES
+    # Cloud images: pinned URL of the disk and of the checksum list that covers it.
+    image_url: str = ""
+    sums_url: str = ""
+    cloud_packages: tuple[str, ...] = field(default=())
+
+
+UBUNTU_XENIAL_BUILD = "20211001"
+_XENIAL_BASE = f"https://cloud-images.ubuntu.com/releases/16.04/release-{UBUNTU_XENIAL_BUILD}/"
+
+PROFILES: dict[str, GuestProfile] = {
+    p.name: p
+    for p in (
+        GuestProfile("debian-bookworm", "debian", "bookworm"),  # 6.1
+        GuestProfile("debian-bullseye", "debian", "bullseye"),  # 5.10
+        GuestProfile("debian-trixie", "debian", "trixie"),  # 6.12
+        GuestProfile("debian-sid", "debian", "sid"),  # the newest
+        GuestProfile(
+            "ubuntu-xenial",
+            "cloud",
+            packages=(),
+            image_url=_XENIAL_BASE + "ubuntu-16.04-server-cloudimg-amd64-disk1.img",
+            sums_url=_XENIAL_BASE + "SHA256SUMS",
+            cloud_packages=("build-essential", "kmod", "procps"),
+        ),
+    )
+}
+
+
+def get_profile(name: str) -> GuestProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise UsageError(f"unknown guest {name!r}; known guests: {known}") from None

@@ -1,0 +1,129 @@
+"""Parsers for the kernel's own views of a process: /proc/PID/{maps,stat,statm,status,smaps}."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# /proc/PID/stat field numbers (1-based, as in proc(5)) of the mm ranges.
+STAT_FIELDS = {
+    "start_code": 26,
+    "end_code": 27,
+    "start_stack": 28,
+    "start_data": 45,
+    "end_data": 46,
+    "start_brk": 47,
+    "arg_start": 48,
+    "arg_end": 49,
+    "env_start": 50,
+    "env_end": 51,
+}
+
+
+@dataclass(frozen=True)
+class MapsEntry:
+    start: int
+    end: int
+    perms: str
+    pgoff: int
+    dev: str
+    inode: int
+    path: str
+
+
+_MAPS_RE = re.compile(
+    r"^(?P<start>[0-9a-f]+)-(?P<end>[0-9a-f]+) (?P<perms>\S{4}) (?P<off>[0-9a-f]+) "
+    r"(?P<dev>\S+) (?P<inode>\d+)\s*(?P<path>.*)$"
+)
+
+
+def parse_maps(text: str) -> list[MapsEntry]:
+    entries = []
+    for line in text.splitlines():
+        m = _MAPS_RE.match(line)
+        if m is None:
+            continue
+        entries.append(
+            MapsEntry(
+                start=int(m["start"], 16),
+                end=int(m["end"], 16),
+                perms=m["perms"],
+                pgoff=int(m["off"], 16),
+                dev=m["dev"],
+                inode=int(m["inode"]),
+                path=m["path"],
+            )
+        )
+    return entries
+
+
+def parse_stat(text: str) -> dict[str, int | str]:
+    """The fields of /proc/PID/stat by name (comm may hold spaces and parentheses)."""
+    head, _, rest = text.strip().rpartition(")")
+    fields = rest.split()
+    # fields[0] is field 3 (state)
+    out: dict[str, int | str] = {"comm": head.partition("(")[2], "state": fields[0]}
+    for name, number in STAT_FIELDS.items():
+        index = number - 3
+        out[name] = int(fields[index]) if index < len(fields) else 0
+    return out
+
+
+def parse_statm(text: str) -> dict[str, int]:
+    names = ("size", "resident", "shared", "text", "lib", "data", "dt")
+    return dict(zip(names, (int(x) for x in text.split()), strict=False))
+
+
+def parse_status(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def status_kb(status: dict[str, str], key: str) -> int | None:
+    value = status.get(key)
+    if value is None:
+        return None
+    return int(value.split()[0])
+
+
+def parse_smaps_rss(text: str) -> dict[int, int]:
+    """Rss in kB for each mapping, keyed by its start address."""
+    out: dict[int, int] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        m = _MAPS_RE.match(line)
+        if m is not None:
+            current = int(m["start"], 16)
+            continue
+        if current is not None and line.startswith("Rss:"):
+            out[current] = int(line.split()[1])
+    return out
+
+
+@dataclass(frozen=True)
+class PagemapEntry:
+    raw: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.raw >> 63 & 1)
+
+    @property
+    def swapped(self) -> bool:
+        return bool(self.raw >> 62 & 1)
+
+    @property
+    def pfn(self) -> int:
+        return self.raw & ((1 << 55) - 1)
+
+
+def parse_pagemap(text: str) -> tuple[int, PagemapEntry] | None:
+    """The capture's pagemap section: ``va=ADDR`` then one od -tx8 word."""
+    m = re.search(r"va=(\S+)\s+([0-9a-f]{16})", text)
+    if m is None:
+        return None
+    return int(m.group(1), 0), PagemapEntry(int(m.group(2), 16))

@@ -1,0 +1,92 @@
+"""The cloud-image download path, against a local HTTP server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from memlayout.guest import download
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    served_ranges: ClassVar[list[str]] = []
+    honour_range = True
+
+    def do_GET(self) -> None:
+        if self.path == "/SHA256SUMS":
+            body = f"{SHA} *disk1.img\n{'0' * 64}  other.img\n".encode()
+            self.send_response(200)
+        elif self.path == "/disk1.img":
+            rng = self.headers.get("Range")
+            Handler.served_ranges.append(rng or "")
+            if rng and self.honour_range:
+                start = int(rng.removeprefix("bytes=").rstrip("-"))
+                body = PAYLOAD[start:]
+                self.send_response(206)
+            else:
+                body = PAYLOAD
+                self.send_response(200)
+        else:
+            self.send_error(404)
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Handler.served_ranges = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_sums_are_parsed(server: str) -> None:
+    sums = download.parse_sums(download.fetch_text(server + "/SHA256SUMS"))
+    assert sums == {"disk1.img": SHA, "other.img": "0" * 64}
+
+
+def test_download_verifies_and_keeps_the_file(server: str, tmp_path: Path) -> None:
+    dest = download.download(server + "/disk1.img", tmp_path / "disk1.img", SHA, report=print)
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "disk1.img.part").exists()
+
+
+def test_download_resumes_a_partial_file(server: str, tmp_path: Path) -> None:
+    (tmp_path / "disk1.img.part").write_bytes(PAYLOAD[:300_000])
+    dest = download.download(server + "/disk1.img", tmp_path / "disk1.img", SHA, report=print)
+    assert dest.read_bytes() == PAYLOAD
+    assert Handler.served_ranges == ["bytes=300000-"]
+
+
+def test_checksum_mismatch_deletes_the_file_and_says_so(server: str, tmp_path: Path) -> None:
+    with pytest.raises(download.ChecksumMismatch, match="deleted"):
+        download.download(server + "/disk1.img", tmp_path / "disk1.img", "f" * 64, report=print)
+    assert not (tmp_path / "disk1.img").exists()
+    assert not (tmp_path / "disk1.img.part").exists()
+
+
+def test_unreachable_server_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(download.DownloadError, match="internet"):
+        download.fetch_text(f"http://127.0.0.1:{port}/SHA256SUMS", timeout=2)

@@ -1,0 +1,69 @@
+"""The module on kernels before and after 6.1 (VMA list vs. VMA iterator, and more)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from memlayout.experiments import app
+from memlayout.guest.console import find_trouble
+from memlayout.guest.session import Session
+from memlayout.module import verify
+from memlayout.module.build import full_dmesg
+from memlayout.module.capture import capture
+
+from .conftest import boot_session
+
+# One kernel before 6.1's VMA iterator and one after; MEMLAYOUT_OTHER_GUESTS overrides.
+OTHER_KERNELS = os.environ.get("MEMLAYOUT_OTHER_GUESTS", "debian-bullseye,debian-trixie").split(",")
+
+
+@pytest.fixture(scope="module", params=OTHER_KERNELS)
+def other(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Session]:  # fmt: skip
+    yield from boot_session(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_module_verifies_on_other_kernels(other: Session) -> None:
+    targets = [1, int(other.remote.run("pgrep -o -x sshd", check=True).stdout.split()[0])]
+    maps = app.start(other.remote, "maps", 1000)
+    threads = app.start(other.remote, "threads", 4)
+    try:
+        for proc in (maps, threads):
+            assert proc.next_checkpoint() is not None
+            targets.append(proc.pid)
+        for pid in targets:
+            result = verify.verify(capture(other.remote, pid))
+            assert result.ok, f"{other.state.kernel_release}, pid {pid}:\n{result.table()}"
+    finally:
+        maps.stop()
+        threads.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "errno"), [(["pid=2"], "EINVAL"), (["pid=4000000"], "ESRCH"), ([], "EINVAL")]
+)
+def test_bad_input_on_other_kernels(other: Session, args: list[str], errno: str) -> None:
+    cap = capture(other.remote, 1, raw_args=args, stop=False, pid_arg=False)
+    assert cap.insmod_status != 0 and cap.errno_name == errno
+
+
+def test_va_and_walk_on_other_kernels(other: Session) -> None:
+    proc = app.start(other.remote, "heap")
+    try:
+        proc.next_checkpoint()
+        proc.go()
+        point = proc.next_checkpoint()
+        assert point is not None
+        cap = capture(other.remote, proc.pid, va=int(point["ptr"]), walk=True)
+        result = verify.verify(cap)
+        assert result.ok, result.table()
+        assert cap.record is not None and int(cap.record.walk["pte"]) > 0
+    finally:
+        proc.stop()
+
+
+def test_no_kernel_trouble_on_other_kernels(other: Session) -> None:
+    assert find_trouble(full_dmesg(other.remote)) is None
