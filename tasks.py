@@ -12,6 +12,8 @@ below: one line, the log's path, and an exit code (memlayout/errors.py):
     invoke up / ssh / status / down
                         a guest left running to poke at
     invoke build        push and kbuild the module and the app in the guest
+    invoke hello        Step 1: load and unload the Hello World module
+    invoke lookup       find=pid vs find=list: same task, and their cost
     invoke inspect      load the module for one pid and print its record
     invoke verify       check the module against /proc for one pid (or the standard targets)
     invoke experiments  the app's scenarios with plots
@@ -224,6 +226,45 @@ def build(
     """Push kernel-module/ and guest/ to the guest and build them there (warnings fail)."""
     g = _run_stages(_opts(guest, accel, cpu, mirror), "build", pipeline.Plan(stages=("build",)))
     print(g.files.build_log)
+
+
+@task(help=VM_HELP)
+def hello(
+    c: Context,
+    guest: str = DEFAULT_GUEST,
+    accel: str = "auto",
+    cpu: str = DEFAULT_CPU,
+    mirror: str | None = None,
+) -> None:
+    """Step 1: build, load and unload the Hello World module; print its kernel log lines."""
+    g = _run_stages(
+        _opts(guest, accel, cpu, mirror), "hello", pipeline.Plan(stages=("build", "hello"))
+    )
+    assert g.hello is not None
+    for load in (g.hello.load, g.hello.bad):
+        print("\n".join(f"# {cmd}" for cmd in load.commands))
+        print("\n".join(load.lines))
+    _fail_on(g)
+
+
+@task(help=VM_HELP)
+def lookup(
+    c: Context,
+    guest: str = DEFAULT_GUEST,
+    accel: str = "auto",
+    cpu: str = DEFAULT_CPU,
+    mirror: str | None = None,
+) -> None:
+    """find=pid and find=list: the same task for each target, and what each lookup costs."""
+    plan = pipeline.Plan(stages=("build", "lookup"))
+    g = _run_stages(_opts(guest, accel, cpu, mirror), "lookup", plan)
+    assert g.lookup is not None
+    for comp in g.lookup.comparisons:
+        print(f"{comp.name} ({comp.pid}): {comp.found} {'same' if comp.same else 'DIFFERENT'}")
+    for cost in g.lookup.costs:
+        times = ", ".join(f"find={m} {ns / 1000:.1f} µs" for m, ns in cost.median_ns.items())
+        print(f"{cost.target}, {cost.processes} processes: {times}")
+    _fail_on(g)
 
 
 @task(

@@ -46,6 +46,18 @@ for view in maps stat statm status smaps; do
 	section "$view"
 	cat /proc/"$pid"/"$view" 2>&1
 done
+# The tools the assignment names, at the same frozen moment.
+section ps
+ps aux 2>/dev/null | awk -v p="$pid" 'NR == 1 || $2 == p'
+section top
+{ top -b -n 1 -e k -p "$pid" 2>/dev/null || top -b -n 1 -p "$pid"; } |
+	awk -v p="$pid" '$1 == "PID" || $1 == p'
+# System-wide memory: free and anonymous pages, free pages per zone.
+section system
+awk '$1 == "MemFree:" || $1 == "AnonPages:" { print $1, $2 }' /proc/meminfo
+awk '$1 == "nr_free_pages" || $1 == "nr_anon_pages" { print $1, $2 }' /proc/vmstat
+awk '/^Node/ { zone = $4 } $1 == "pages" && $2 == "free" { print "zone_" zone "_free", $3 }' \
+	/proc/zoneinfo
 if [ -n "$va" ]; then
 	section pagemap
 	page=$(($va / 4096))

@@ -36,6 +36,9 @@
 #include <linux/limits.h>
 #include <linux/string.h>
 #include <linux/ktime.h>
+#include <linux/swap.h>
+#include <linux/swapops.h>
+#include <linux/huge_mm.h>
 #include <asm/page.h>
 #include <asm/pgtable.h>
 #include <asm/processor.h>
@@ -72,12 +75,26 @@
 /* Kernel version differences: all of them live in this block.        */
 /* ------------------------------------------------------------------ */
 
-static inline void pm_mmap_read_lock(struct mm_struct *mm)
+/*
+ * Take the mmap lock for reading so that a fatal signal (kill -9 on a
+ * stuck insmod) ends the wait: mmap_read_lock_killable() since 5.8,
+ * down_read_killable() on mmap_sem since 4.15. Before 4.15 there is no
+ * killable rwsem read lock, so poll down_read_trylock() and sleep a tick
+ * between tries, giving up on a fatal signal. 0 or -EINTR.
+ */
+static inline int pm_mmap_read_lock_killable(struct mm_struct *mm)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0)
-	mmap_read_lock(mm);
+	return mmap_read_lock_killable(mm);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 15, 0)
+	return down_read_killable(&mm->mmap_sem);
 #else
-	down_read(&mm->mmap_sem);
+	while (!down_read_trylock(&mm->mmap_sem)) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		schedule_timeout_killable(1);
+	}
+	return 0;
 #endif
 }
 
@@ -209,15 +226,104 @@ static inline unsigned long pm_pinned_vm(struct mm_struct *mm)
 #endif
 }
 
+/*
+ * The pfn-carrying non-present entries whose page smaps counts in Rss
+ * (fs/proc/task_mmu.c smaps_pte_entry): is_pfn_swap_entry() since 5.14
+ * (migration, device-private, device-exclusive, later hwpoison), the
+ * migration and device-private pair since 4.14, migration only before.
+ */
+static inline bool pm_swp_has_page(swp_entry_t entry)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 14, 0)
+	return is_pfn_swap_entry(entry);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
+	return is_migration_entry(entry) || is_device_private_entry(entry);
+#else
+	return is_migration_entry(entry);
+#endif
+}
+
+/*
+ * A non-present PMD that smaps counts as the whole THP: a PMD migration
+ * entry (fs/proc/task_mmu.c smaps_pmd_entry, with THP migration, 4.14+).
+ */
+static inline bool pm_pmd_is_migration(pmd_t pmd)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
+	return thp_migration_supported() &&
+	       is_migration_entry(pmd_to_swp_entry(pmd));
+#else
+	return false;
+#endif
+}
+
+/*
+ * The name prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME) gave a VMA, or NULL:
+ * anon_vma_name(vma)->name (5.17+, CONFIG_ANON_VMA_NAME). anon_vma_name()
+ * is not exported; it only asserts the mmap lock (held here) and returns
+ * vma->anon_name. Before 6.2 that field shares a union with the i_mmap
+ * node and is only valid when vm_file is NULL (and maps ignores it for
+ * file VMAs); since 6.2 a named shared anonymous (shmem) VMA has both, and
+ * maps shows it as "[anon_shmem:NAME]".
+ */
+static inline const char *pm_anon_name(struct vm_area_struct *vma)
+{
+#if defined(CONFIG_ANON_VMA_NAME) && \
+	LINUX_VERSION_CODE >= KERNEL_VERSION(5, 17, 0)
+	struct anon_vma_name *an;
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
+	if (vma->vm_file)
+		return NULL;
+#endif
+	an = READ_ONCE(vma->anon_name);
+	return an ? an->name : NULL;
+#else
+	return NULL;
+#endif
+}
+
+/*
+ * The offset column of /proc/PID/maps (fs/proc/task_mmu.c show_map_vma):
+ * "if (file) pgoff = ((loff_t)vma->vm_pgoff) << PAGE_SHIFT;", else 0.
+ * The same rule on every kernel this module supports (4.4 .. 7.x, and
+ * since 2.6.x); only the nommu variant differs.
+ */
+static inline unsigned long long pm_maps_pgoff(struct vm_area_struct *vma)
+{
+	if (!vma->vm_file)
+		return 0;
+	return (unsigned long long)vma->vm_pgoff << PAGE_SHIFT;
+}
+
+/*
+ * True for a compound page of PMD order that has no mapping at all (not
+ * anonymous: anon pages point to their anon_vma; not page cache: those
+ * point to their address_space). See pm_is_huge_zero().
+ */
+static inline bool pm_pmd_page_unmapped(unsigned long pfn)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
+	struct folio *folio = page_folio(pfn_to_page(pfn));
+
+	return folio_test_large(folio) &&
+	       folio_order(folio) == PM_PMD_SHIFT - PAGE_SHIFT &&
+	       !READ_ONCE(folio->mapping);
+#else
+	struct page *page = pfn_to_page(pfn);
+
+	return PageHead(page) &&
+	       compound_order(page) == PM_PMD_SHIFT - PAGE_SHIFT &&
+	       !READ_ONCE(page->mapping);
+#endif
+}
+
 /* ------------------------------------------------------------------ */
 /* End of the version block.                                          */
 /* ------------------------------------------------------------------ */
 
-/* Raw x86_64 page-table entry bits. */
+/* Raw x86_64 entry bits, for the pgd dump and the flag names only. */
 #define PM_P		(1ULL << 0)
-#define PM_PS		(1ULL << 7)
-#define PM_PROTNONE	(1ULL << 8)
-#define PM_SPECIAL	(1ULL << 9)
 #define PM_NX		(1ULL << 63)
 #define PM_ADDR_MASK	0x000ffffffffff000ULL
 #define PM_ESC_MAX	200
@@ -298,10 +404,13 @@ struct pm_ctx {
 struct pm_count {
 	unsigned long present;
 	unsigned long rss;
+	unsigned long swap;	/* swap entries, as smaps' Swap */
+	unsigned long hugetlb;	/* hugetlb pages, not in rss */
 	unsigned long level[PM_MAX_LEVELS];
 	unsigned long huge_pmd;
 	unsigned long huge_pud;
 	bool normal_only;
+	bool is_hugetlb;	/* the walked range is a hugetlb VMA */
 	bool check_vma;		/* descend only where a VMA lives */
 };
 
@@ -433,42 +542,83 @@ static const char *pm_level_name(const struct pm_ctx *c, int shift)
 	return names[pm_slot(shift)];
 }
 
+/*
+ * A raw entry as the kernel's own pte_t/pmd_t/pud_t, i.e. what ptep_get()
+ * and pmdp_get() return for the value in the table. native_make_*() wraps
+ * the value without a paravirt translation (__pte() would convert a pfn
+ * to a machine frame under Xen PV, the wrong direction for a value read
+ * from a table). The kernel's accessors then apply their own rules:
+ * pte_present() is P or PROTNONE, pmd_present() also takes PSE alone (a
+ * THP being split), pte_pfn()/pmd_pfn()/pud_pfn() undo the inverted PFN
+ * bits of non-present entries (arch/x86/include/asm/pgtable-invert.h) and
+ * mask with PTE_PFN_MASK, which leaves out the AMD SME C-bit
+ * (physical_mask).
+ */
+static inline pte_t pm_pte(u64 v)
+{
+	return native_make_pte(v);
+}
+
+static inline pmd_t pm_pmd(u64 v)
+{
+	return native_make_pmd(v);
+}
+
+static inline pud_t pm_pud(u64 v)
+{
+	return native_make_pud(v);
+}
+
 static inline bool pm_is_leaf(u64 v, int shift)
 {
 	if (shift == PM_PTE_SHIFT)
 		return true;
-	return (shift == PM_PMD_SHIFT || shift == PM_PUD_SHIFT) &&
-	       (v & PM_PS);
+	if (shift == PM_PMD_SHIFT)
+		return pmd_flags(pm_pmd(v)) & _PAGE_PSE;
+	if (shift == PM_PUD_SHIFT)
+		return pud_flags(pm_pud(v)) & _PAGE_PSE;
+	return false;
 }
 
 /*
- * Present test on a raw entry. PTEs use the pte_present() rule (P or
- * PROTNONE), tested on the raw value so no paravirt hook sees it; a PMD
- * leaf made PROTNONE by NUMA balancing also counts.
+ * Present test with the kernel's helpers: pte_present() (P or PROTNONE:
+ * PROT_NONE and NUMA-hinting entries count), pmd_present() (P, PROTNONE,
+ * or PSE alone while split_huge_pmd() has the entry invalidated). A 1 GiB
+ * hugetlb leaf is a huge pte, so pte_present() as in smaps_hugetlb_range().
  */
 static inline bool pm_present(u64 v, int shift)
 {
 	if (shift == PM_PTE_SHIFT)
-		return v & (PM_P | PM_PROTNONE);
-	if (shift == PM_PMD_SHIFT && (v & PM_PS) && (v & PM_PROTNONE))
-		return true;
-	return v & PM_P;
+		return pte_present(pm_pte(v));
+	if (shift == PM_PMD_SHIFT)
+		return pmd_present(pm_pmd(v));
+	if (shift == PM_PUD_SHIFT && (v & _PAGE_PSE))
+		return pte_present(pm_pte(v));
+	return v & _PAGE_PRESENT;
 }
 
-/* Kernel virtual address of the table an entry points to, or NULL. */
+/*
+ * Kernel virtual address of the table a present non-leaf entry points to,
+ * or NULL. The mask is the kernel's PTE_PFN_MASK (as pmd_page_vaddr() and
+ * pud_pgtable() use for a non-PSE entry), so the SME C-bit is dropped.
+ */
 static const u64 *pm_next_table(u64 v)
 {
-	u64 phys = v & PM_ADDR_MASK;
+	u64 phys = v & PTE_PFN_MASK;
 
 	if (!pfn_valid(phys >> PAGE_SHIFT))
 		return NULL;
 	return (const u64 *)__va(phys);
 }
 
-/* Physical address of the first byte of a leaf's frame. */
-static inline u64 pm_leaf_base(u64 v, int shift)
+/* First frame of a present leaf: pte_pfn(), pmd_pfn() or pud_pfn(). */
+static inline unsigned long pm_leaf_pfn(u64 v, int shift)
 {
-	return v & PM_ADDR_MASK & ~((1ULL << shift) - 1);
+	if (shift == PM_PTE_SHIFT)
+		return pte_pfn(pm_pte(v));
+	if (shift == PM_PMD_SHIFT)
+		return pmd_pfn(pm_pmd(v));
+	return pud_pfn(pm_pud(v));
 }
 
 /* ---- range walker (rss, present and per-level counts) -------------- */
@@ -477,24 +627,99 @@ static void pm_walk_range(struct pm_ctx *c, struct pm_count *cnt,
 			  const u64 *table, int shift,
 			  unsigned long start, unsigned long end);
 
+/*
+ * The huge zero page, which read faults map into THP-enabled anonymous
+ * memory. mm/memory.c vm_normal_page_pmd() (and before it the FOLL_DUMP
+ * case of follow_trans_huge_pmd()) rejects it with is_huge_zero_pmd(), so
+ * fs/proc/task_mmu.c smaps_pmd_entry() counts it as 0, like the 4 KiB zero
+ * page. is_huge_zero_pmd() reads huge_zero_pfn, which is not exported to
+ * modules, so the page is recognised by what sets it apart from every
+ * other page a PMD can map into a VMA: a read-only entry for a compound
+ * page of PMD order without any mapping (anonymous THPs point to their
+ * anon_vma, file and shmem THPs to their address_space). Reading the
+ * struct page of a valid pfn is always safe; like the whole lockless walk
+ * it may race with an unmap.
+ */
+static bool pm_is_huge_zero(u64 v, unsigned long pfn)
+{
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	return !(v & _PAGE_RW) && pm_pmd_page_unmapped(pfn);
+#else
+	return false;
+#endif
+}
+
+/*
+ * Whether smaps counts a present leaf: the rule of mm/memory.c
+ * vm_normal_page() and vm_normal_page_pmd() as fs/proc/task_mmu.c
+ * smaps_pte_entry() / smaps_pmd_entry() / smaps_hugetlb_range() apply it.
+ * Not a special entry (x86 marks PFN-map entries _PAGE_SPECIAL), a frame
+ * with a struct page, not the zero page, not the huge zero page.
+ */
+static bool pm_normal_leaf(const struct pm_ctx *c, const struct pm_count *cnt,
+			   u64 v, int shift, unsigned long pfn)
+{
+	if ((v & _PAGE_SPECIAL) || !pfn_valid(pfn))
+		return false;
+	if (shift == PM_PTE_SHIFT)
+		return pfn != c->zero_pfn;
+	if (shift == PM_PMD_SHIFT && !cnt->is_hugetlb)
+		return !pm_is_huge_zero(v, pfn);
+	return true;
+}
+
+/* Resident pages go to rss, or to hugetlb in a hugetlb VMA (never both). */
+static void pm_add_resident(struct pm_count *cnt, unsigned long pages)
+{
+	if (cnt->is_hugetlb)
+		cnt->hugetlb += pages;
+	else
+		cnt->rss += pages;
+}
+
 static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
 			  int shift, unsigned long start, unsigned long end)
 {
 	unsigned long pages = (end - start) >> PAGE_SHIFT;
-	u64 pfn = pm_leaf_base(v, shift) >> PAGE_SHIFT;
 
 	cnt->present += pages;
 	if (shift == PM_PMD_SHIFT)
 		cnt->huge_pmd++;
 	else if (shift == PM_PUD_SHIFT)
 		cnt->huge_pud++;
-	/*
-	 * Like vm_normal_page(): no zero page, no special entries (x86 marks
-	 * the entries of PFN mappings special), no frame without a struct page.
-	 */
-	if (pfn == c->zero_pfn || (v & PM_SPECIAL) || !pfn_valid(pfn))
-		return;
-	cnt->rss += pages;
+	if (pm_normal_leaf(c, cnt, v, shift, pm_leaf_pfn(v, shift)))
+		pm_add_resident(cnt, pages);
+}
+
+/*
+ * A non-present, non-empty entry. fs/proc/task_mmu.c smaps_pte_entry():
+ * a real swap entry adds to Swap; a migration, device-private (and on
+ * newer kernels device-exclusive, hwpoison) entry still has its page,
+ * which is counted in Rss; pte markers count nowhere. smaps_pmd_entry():
+ * a PMD migration entry counts the whole THP. smaps_hugetlb_range(): a
+ * pfn swap entry in a hugetlb VMA counts as a hugetlb page.
+ */
+static void pm_count_absent(struct pm_count *cnt, u64 v, int shift,
+			    unsigned long start, unsigned long end)
+{
+	unsigned long pages = (end - start) >> PAGE_SHIFT;
+	swp_entry_t entry;
+
+	if (shift == PM_PTE_SHIFT ||
+	    (cnt->is_hugetlb && shift <= PM_PUD_SHIFT)) {
+		if (pte_none(pm_pte(v)))
+			return;
+		entry = pte_to_swp_entry(pm_pte(v));
+		if (!non_swap_entry(entry)) {
+			if (!cnt->is_hugetlb)
+				cnt->swap += pages;
+		} else if (pm_swp_has_page(entry)) {
+			pm_add_resident(cnt, pages);
+		}
+	} else if (shift == PM_PMD_SHIFT && !pmd_none(pm_pmd(v)) &&
+		   pm_pmd_is_migration(pm_pmd(v))) {
+		cnt->rss += pages;
+	}
 }
 
 /* True when some VMA overlaps [start, end). */
@@ -513,8 +738,10 @@ static void pm_walk_entry(struct pm_ctx *c, struct pm_count *cnt,
 	u64 v = READ_ONCE(table[pm_index(start, shift)]);
 	const u64 *next;
 
-	if (!pm_present(v, shift))
+	if (!pm_present(v, shift)) {
+		pm_count_absent(cnt, v, shift, start, end);
 		return;
+	}
 	cnt->level[pm_slot(shift)]++;
 	if (pm_is_leaf(v, shift)) {
 		pm_count_leaf(c, cnt, v, shift, start, end);
@@ -609,19 +836,32 @@ static const char *pm_special_name(struct vm_area_struct *vma)
 	return NULL;
 }
 
-/* Name of a VMA as /proc/PID/maps shows it, escaped into c->esc. */
+/*
+ * Name of a VMA as /proc/PID/maps shows it, escaped into c->esc; the order
+ * of fs/proc/task_mmu.c show_map_vma() (get_vma_name() since 6.11): the
+ * file path (or "[anon_shmem:NAME]" for named shared anonymous memory,
+ * 6.2+), vm_ops->name(), [heap], [stack], then "[anon:NAME]" for a VMA
+ * named with prctl(PR_SET_VMA_ANON_NAME) (5.17+). The gate VMA
+ * ([vsyscall]) is not in the VMA tree and is not reported.
+ */
 static bool pm_vma_name(struct pm_ctx *c, struct vm_area_struct *vma,
 			const char **kind)
 {
 	struct mm_struct *mm = c->mm;
+	const char *anon = pm_anon_name(vma);
 	const char *name;
 
 	if (vma->vm_file) {
+		*kind = "file";
+		if (anon) {
+			snprintf(c->path, sizeof(c->path), "[anon_shmem:%s]",
+				 anon);
+			return pm_escape(c->esc, c->path);
+		}
 		name = d_path(pm_file_path(vma->vm_file), c->path,
 			      sizeof(c->path));
 		if (IS_ERR(name))
 			name = "[d_path_error]";
-		*kind = "file";
 		return pm_escape(c->esc, name);
 	}
 	name = pm_special_name(vma);
@@ -634,6 +874,10 @@ static bool pm_vma_name(struct pm_ctx *c, struct vm_area_struct *vma,
 		   vma->vm_end >= mm->start_stack) {
 		name = "[stack]";
 		*kind = "stack";
+	} else if (anon) {
+		snprintf(c->path, sizeof(c->path), "[anon:%s]", anon);
+		name = c->path;
+		*kind = "anon";
 	} else {
 		name = "";
 		*kind = "anon";
@@ -656,15 +900,16 @@ static void pm_print_vma(struct pm_ctx *c, struct vm_area_struct *vma,
 	perms[3] = (flags & VM_MAYSHARE) ? 's' : 'p';
 	perms[4] = '\0';
 
+	/* smaps never adds hugetlb pages to Rss (smaps_hugetlb_range()). */
+	cnt.is_hugetlb = flags & VM_HUGETLB;
 	pm_walk_range(c, &cnt, c->pgd, c->top_shift,
 		      vma->vm_start, vma->vm_end);
 
 	trunc = pm_vma_name(c, vma, &kind);
-	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s%s",
+	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s swap=%lu hugetlb=%lu%s",
 	       idx, vma->vm_start, vma->vm_end, vma->vm_end - vma->vm_start,
-	       perms, (unsigned long long)vma->vm_pgoff << PAGE_SHIFT,
-	       flags, cnt.rss, cnt.present, c->esc, kind,
-	       pm_trunc_field(trunc));
+	       perms, pm_maps_pgoff(vma), flags, cnt.rss, cnt.present,
+	       c->esc, kind, cnt.swap, cnt.hugetlb, pm_trunc_field(trunc));
 }
 
 static void pm_print_vmas(struct pm_ctx *c)
@@ -694,16 +939,24 @@ static void pm_print_counters(struct pm_ctx *c)
 	unsigned long file = pm_mm_counter(mm, MM_FILEPAGES);
 	unsigned long anon = pm_mm_counter(mm, MM_ANONPAGES);
 	long shm = pm_rss_shmem(mm);
+	unsigned long rss = file + anon + (shm > 0 ? shm : 0);
 	char shmem[40], data[40];
 
+	/*
+	 * get_mm_hiwater_rss() is max(hiwater_rss, get_mm_rss()), and since
+	 * 6.2 get_mm_rss() is the approximate per-CPU read, which can lag the
+	 * summed rss above: take the max with that too, so hiwater_rss is
+	 * never below rss (VmHWM >= VmRSS, as fs/proc/task_mmu.c task_mem()
+	 * keeps it).
+	 */
 	pm_rec("counters rss=%lu rss_file=%lu rss_anon=%lu%s swap=%lu total_vm=%lu locked_vm=%lu pinned_vm=%lu%s exec_vm=%lu stack_vm=%lu map_count=%d hiwater_rss=%lu",
-	       file + anon + (shm > 0 ? shm : 0), file, anon,
+	       rss, file, anon,
 	       pm_opt(shmem, sizeof(shmem), "rss_shmem", shm),
 	       pm_mm_counter(mm, MM_SWAPENTS),
 	       mm->total_vm, mm->locked_vm, pm_pinned_vm(mm),
 	       pm_opt(data, sizeof(data), "data_vm", pm_data_vm(mm)),
 	       mm->exec_vm, mm->stack_vm, mm->map_count,
-	       get_mm_hiwater_rss(mm));
+	       max_t(unsigned long, get_mm_hiwater_rss(mm), rss));
 }
 
 /* First virtual address covered by top-level entry idx (sign-extended). */
@@ -815,7 +1068,7 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 		if (pm_is_leaf(v, shift)) {
 			x->present = true;
 			x->leaf_shift = shift;
-			x->pa = pm_leaf_base(v, shift) +
+			x->pa = ((u64)pm_leaf_pfn(v, shift) << PAGE_SHIFT) +
 				(addr & ((1UL << shift) - 1));
 			x->reason = NULL;
 			pm_xlate_ref(vma, x);
@@ -889,10 +1142,14 @@ static void pm_print_va(struct pm_ctx *c)
 	pm_print_frame(&x);
 }
 
-/* Everything between begin and end, under the mmap read lock. */
+/*
+ * Everything between begin and end; the caller holds the mmap read lock.
+ * The records are printed as they are collected, so printk runs under the
+ * lock (it never faults or sleeps on user memory; collecting every VMA
+ * first would need an unbounded buffer).
+ */
 static void pm_report(struct pm_ctx *c)
 {
-	pm_mmap_read_lock(c->mm);
 	pm_print_regions(c);
 	pm_print_vmas(c);
 	pm_print_counters(c);
@@ -904,7 +1161,6 @@ static void pm_report(struct pm_ctx *c)
 		pm_print_walk(c);
 	if (va_given)
 		pm_print_va(c);
-	pm_mmap_read_unlock(c->mm);
 }
 
 /* ---- setup ----------------------------------------------------------- */
@@ -1086,11 +1342,19 @@ static int __init procmem_init(void)
 		goto out_task;
 
 	pm_ctx_init(c, c->mm);
+	/* A fatal signal ends the wait (e.g. a writer holds it for long). */
+	if (pm_mmap_read_lock_killable(c->mm)) {
+		err = -EINTR;
+		pm_error(err, "interrupted");
+		goto out_mm;
+	}
 	pm_print_begin(c, task);
 	pm_report(c);
+	pm_mmap_read_unlock(c->mm);
 	pm_rec("end tag=%s pid=%d records=%u", pm_tag, pid, pm_nrec + 1);
 	err = 0;
 
+out_mm:
 	mmput(c->mm);
 out_task:
 	put_task_struct(task);

@@ -2,7 +2,9 @@
 
     guest        boot (or attach to) a guest                      guest.session
     build        push the sources, kbuild them in the guest       module.build
+    hello        Step 1: load and unload the Hello World module   module.hello
     verify       the module against /proc for live processes      module.targets
+    lookup       find=pid and find=list: same task, their cost    module.lookup
     experiments  the app's scenarios, checked at every checkpoint  experiments
     cycles       insmod/rmmod cycles (and stress cycles)          module.cycles
     log          the whole kernel log, checked for oops/BUG/WARN  module.build.full_dmesg
@@ -38,6 +40,8 @@ from .guest.remote import Remote
 from .guest.session import GuestOptions, Session, open_session
 from .module import build as build_mod
 from .module import cycles as cycles_mod
+from .module import hello as hello_mod
+from .module import lookup as lookup_mod
 from .module.build import BuildResult
 from .module.capture import Capture, capture
 from .module.cycles import CycleStats
@@ -48,7 +52,7 @@ from .report import render
 from .report.submission import Submission, make_bundle
 from .rundir import GuestDir, RunDir
 
-STAGES = ("build", "verify", "experiments", "cycles", "log")
+STAGES = ("build", "hello", "verify", "lookup", "experiments", "cycles", "log")
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class GuestRun:
     stages: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     build: BuildResult | None = None
+    hello: hello_mod.HelloResult | None = None
     verify: VerifyResult | None = None
+    lookup: lookup_mod.LookupResult | None = None
     experiments: experiments.ExperimentsResult | None = None
     cycles: CycleStats | None = None
     stress: CycleStats | None = None
@@ -160,10 +166,18 @@ def run_stages(remote: Remote, g: GuestRun, plan: Plan, report: Reporter = to_st
         with g.stage("build", report):
             g.build = build_mod.build(remote, files)
         report(f"[{g.guest}] {g.build.describe()}")
+    if "hello" in plan.stages:
+        with g.stage("hello", report):
+            g.hello = hello_mod.run(remote, files)
+        g.failures += g.hello.failures
     if "verify" in plan.stages:
         with g.stage("verify", report):
             g.verify = verify_targets(remote, files, plan.pids)
         g.failures += g.verify.failures
+    if "lookup" in plan.stages:
+        with g.stage("lookup", report):
+            g.lookup = lookup_mod.run(remote, files)
+        g.failures += g.lookup.failures
     if "experiments" in plan.stages:
         with g.stage("experiments", report):
             g.experiments = experiments.run(remote, files, plan.scenarios)

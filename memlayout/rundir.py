@@ -7,6 +7,8 @@
       <guest>/                     GuestDir, one per guest
         guest.json                 accelerator (and why), CPU, kernel, image checksum, boot time
         build.log                  kbuild's output (kept when the build fails too)
+        hello.json                 Step 1: the hello module's load and unload
+        lookup.json                find=pid and find=list: same task, and what each costs
         targets.json, verify.json  module records, /proc/PID/maps, every check
         record.json                the record `invoke inspect` printed
         experiments/<name>.json    one file per scenario
@@ -89,6 +91,14 @@ class GuestDir:
         return self.path / "verify.json"
 
     @property
+    def hello_json(self) -> Path:
+        return self.path / "hello.json"
+
+    @property
+    def lookup_json(self) -> Path:
+        return self.path / "lookup.json"
+
+    @property
     def record_json(self) -> Path:
         return self.path / "record.json"
 
@@ -117,6 +127,8 @@ class GuestDir:
         """The files of this guest that the report quotes, for the bundle."""
         files = (
             self.dmesg,
+            self.hello_json,
+            self.lookup_json,
             self.verify_json,
             self.targets_json,
             self.cycles_json(),

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from ..errors import UsageError
 from ..guest.remote import Remote
 from ..module.capture import capture
+from ..module.procviews import parse_system
 from ..module.records import ProcRecord
 from ..module.verify import verify
 from . import app as app_mod
@@ -27,6 +28,13 @@ Point = dict[str, Any]
 PAGE = 4096
 # Addresses in a checkpoint whose VMA is looked up: the point gets "<key>_vma".
 ADDRESS_KEYS = ("ptr", "region", "sp", "thread_sp")
+
+
+@dataclass
+class Table:
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Experiment:
     points: list[Point] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     verifications: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] = field(default_factory=dict)  # what the scenario measured first
 
     @property
     def ok(self) -> bool:
@@ -72,6 +81,7 @@ class Experiment:
             "points": self.points,
             "rules": [asdict(r) for r in self.rules],
             "verifications": self.verifications,
+            "baseline": self.baseline,
         }
 
     @classmethod
@@ -85,6 +95,7 @@ class Experiment:
                 for r in data.get("rules") or []
             ],
             verifications=list(data.get("verifications") or []),
+            baseline=dict(data.get("baseline") or {}),
         )
 
 
@@ -141,6 +152,10 @@ class Scenario:
         super().__init_subclass__(**kwargs)
         Scenario.registry[cls.name] = cls
 
+    def prepare(self, remote: Remote, exp: Experiment) -> None:
+        """Measure what the scenario needs before the app starts (nothing by default)."""
+        del remote, exp
+
     def check(self, exp: Experiment) -> None:
         """Add the rules this scenario's numbers must obey."""
         raise NotImplementedError
@@ -148,6 +163,11 @@ class Scenario:
     def summary(self, exp: Experiment) -> list[str]:
         """The report's paragraphs about the recorded numbers."""
         raise NotImplementedError
+
+    def tables(self, exp: Experiment) -> list[Table]:
+        """Tables the report shows under the summary (none by default)."""
+        del exp
+        return []
 
     def draw(self, exp: Experiment, out: Path) -> None:
         """Write the ``plots`` into ``out`` (none by default)."""
@@ -164,8 +184,9 @@ class Scenario:
 
     def run(self, remote: Remote, out_dir: Path) -> Experiment:
         """Drive the app checkpoint by checkpoint; capture and verify at each; check."""
-        proc = app_mod.start(remote, self.name)
         exp = Experiment(self.name, "")
+        self.prepare(remote, exp)
+        proc = app_mod.start(remote, self.name)
         try:
             while (checkpoint := proc.next_checkpoint()) is not None:
                 self._capture(remote, proc.pid, checkpoint, exp)
@@ -189,7 +210,9 @@ class Scenario:
             )
             return
         exp.kernel = str(cap.record.begin.get("kernel"))
-        exp.points.append(measure(cap.record, checkpoint))
+        point = measure(cap.record, checkpoint)
+        point["system"] = parse_system(cap.sections.get("system", ""))
+        exp.points.append(point)
         entry = verify(cap).to_json()
         entry["step"] = checkpoint.get("step")
         exp.verifications.append(entry)

@@ -9,14 +9,41 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from ..guest.remote import Remote
+from ..module.procviews import parse_system
 from ..plotting import new_figure, save_figure
-from .base import Experiment, Scenario, too_few
+from .base import Experiment, Point, Scenario, Table, too_few
 
 # Anonymous memory can become resident a 2 MiB transparent huge page at a time.
 THP_PAGES = 512
 # Before 6.2 each task caches its rss changes and folds them into the mm's
 # counters every 64 page faults, so the counters may lag the page tables.
 RSS_LAG = 64
+# System-wide counters read on the idle guest before the app starts, to measure their noise.
+IDLE_SAMPLES = 10
+IDLE_COMMAND = (
+    f"for i in $(seq {IDLE_SAMPLES}); do "
+    'awk \'$1 == "nr_free_pages" || $1 == "nr_anon_pages" { print $1, $2 }\' /proc/vmstat; '
+    "echo --; sleep 0.2; done"
+)
+SYSTEM_ROWS = (
+    ("MemFree", "/proc/meminfo", "kB"),
+    ("AnonPages", "/proc/meminfo", "kB"),
+    ("nr_free_pages", "/proc/vmstat", "pages"),
+    ("nr_anon_pages", "/proc/vmstat", "pages"),
+)
+
+
+def idle_noise(output: str) -> dict[str, int]:
+    """max - min of each counter over the idle samples."""
+    samples = [parse_system(chunk) for chunk in output.split("--") if chunk.strip()]
+    keys = {k for s in samples for k in s}
+    return {k: max(s[k] for s in samples) - min(s[k] for s in samples) for k in sorted(keys)}
+
+
+def system(p: Point, key: str) -> int | None:
+    value = (p.get("system") or {}).get(key)
+    return int(value) if value is not None else None
 
 
 class Demand(Scenario):
@@ -25,7 +52,17 @@ class Demand(Scenario):
     actions = ("touch", "munmap")
     plots = ("demand",)
 
+    def prepare(self, remote: Remote, exp: Experiment) -> None:
+        out = remote.run(IDLE_COMMAND, check=True).stdout
+        exp.baseline = {"idle_samples": IDLE_SAMPLES, "noise_pages": idle_noise(out)}
+
+    def system_tolerance(self, exp: Experiment, app_pages: int) -> int:
+        """How far the system-wide anon count may stray from the app's own change."""
+        noise = int((exp.baseline.get("noise_pages") or {}).get("nr_anon_pages", 0))
+        return 2 * noise + RSS_LAG + abs(app_pages) // 100
+
     def check(self, exp: Experiment) -> None:
+        self._check_system(exp)
         touches = exp.actions("touch")
         for p in touches:
             rss = int((p.get("region_vma") or {}).get("rss", -1))
@@ -43,6 +80,71 @@ class Demand(Scenario):
                 abs(counted - walked) <= RSS_LAG + 8,
                 f"rss_anon +{counted} pages, resident in the region +{walked} pages",
             )
+
+    def _check_system(self, exp: Experiment) -> None:
+        touches = exp.actions("touch")
+        if len(touches) < 2 or system(touches[0], "nr_anon_pages") is None:
+            return
+        first, last = touches[0], touches[-1]
+        app = int(last["rss_anon_pages"]) - int(first["rss_anon_pages"])
+        whole = int(system(last, "nr_anon_pages") or 0) - int(system(first, "nr_anon_pages") or 0)
+        tolerance = self.system_tolerance(exp, app)
+        exp.rule(
+            "system-wide anonymous pages (/proc/vmstat) grow by the app's rss_anon",
+            abs(whole - app) <= tolerance,
+            f"nr_anon_pages {whole:+d}, the app's rss_anon {app:+d} pages "
+            f"(tolerance {tolerance}: twice the idle noise, the counters' lag, 1 %)",
+        )
+
+    def tables(self, exp: Experiment) -> list[Table]:
+        touches = exp.actions("touch")
+        if len(touches) < 2 or not touches[0].get("system"):
+            return []
+        first, last = touches[0], touches[-1]
+        rows = []
+        for key, source, unit in SYSTEM_ROWS:
+            before, after = system(first, key), system(last, key)
+            if before is not None and after is not None:
+                rows.append(
+                    [
+                        key,
+                        source,
+                        f"{before} {unit}",
+                        f"{after} {unit}",
+                        f"{after - before:+d} {unit}",
+                    ]
+                )
+        zones = sorted(k for k in first.get("system") or {} if k.startswith("zone_"))
+        for key in zones:
+            before, after = system(first, key), system(last, key)
+            if before is not None and after is not None and (before or after):
+                zone = key.removeprefix("zone_").removesuffix("_free")
+                rows.append(
+                    [
+                        f"free pages, zone {zone}",
+                        "/proc/zoneinfo",
+                        f"{before}",
+                        f"{after}",
+                        f"{after - before:+d}",
+                    ]
+                )
+        rows.append(
+            [
+                "the app's rss_anon",
+                "module",
+                f"{first['rss_anon_pages']} pages",
+                f"{last['rss_anon_pages']} pages",
+                f"{int(last['rss_anon_pages']) - int(first['rss_anon_pages']):+d} pages",
+            ]
+        )
+        noise = exp.baseline.get("noise_pages") or {}
+        caption = (
+            f"System-wide memory at the first and the last touch checkpoint. On the idle guest, "
+            f"before the app started, nr_anon_pages varied by {noise.get('nr_anon_pages', '?')} "
+            f"and nr_free_pages by {noise.get('nr_free_pages', '?')} pages over "
+            f"{exp.baseline.get('idle_samples', '?')} samples."
+        )
+        return [Table(caption, ["counter", "source", "first touch", "last touch", "change"], rows)]
 
     def summary(self, exp: Experiment) -> list[str]:
         touches = exp.actions("touch")

@@ -21,6 +21,7 @@ from ..rundir import GuestDir
 # Where things live inside the guest.
 REMOTE_ROOT = "/root/memlayout"
 MODULE_KO = f"{REMOTE_ROOT}/kernel-module/procmem.ko"
+HELLO_KO = f"{REMOTE_ROOT}/kernel-module/hello/hello.ko"
 APP = f"{REMOTE_ROOT}/guest/app"
 CAPTURE_SH = f"{REMOTE_ROOT}/guest/capture.sh"
 # The kernel log is read and cleared load by load (short reads); what was read
@@ -97,7 +98,7 @@ def build(remote: Remote, files: GuestDir | None = None, *, force: bool = False)
     pushed = push_sources(remote)
     digest = source_digest()
     stamp = f"{REMOTE_ROOT}/.built-{digest}"
-    if not force and remote.run(f"test -f {stamp} -a -f {MODULE_KO}").status == 0:
+    if not force and remote.run(f"test -f {stamp} -a -f {MODULE_KO} -a -f {HELLO_KO}").status == 0:
         result = BuildResult(0.0, "up to date", pushed, skipped=True)
     else:
         result = _kbuild(remote, stamp, pushed, started, files)
@@ -112,7 +113,7 @@ def _kbuild(
 ) -> BuildResult:
     script = (
         f"set -e; rm -f {REMOTE_ROOT}/.built-*; make -C {REMOTE_ROOT}/kernel-module 2>&1; "
-        f"make -C {REMOTE_ROOT}/guest 2>&1"
+        f"make -C {REMOTE_ROOT}/kernel-module/hello 2>&1; make -C {REMOTE_ROOT}/guest 2>&1"
     )
     ran = remote.run(script, timeout=BUILD_TIMEOUT)
     log = ran.stdout + ran.stderr

@@ -127,3 +127,53 @@ def parse_pagemap(text: str) -> tuple[int, PagemapEntry] | None:
     if m is None:
         return None
     return int(m.group(1), 0), PagemapEntry(int(m.group(2), 16))
+
+
+def _columns(text: str, pid: int) -> dict[str, str]:
+    """The process's row of a header-and-rows table (ps aux, top), by column name."""
+    header: list[str] | None = None
+    for line in text.splitlines():
+        cells = line.split()
+        if not cells:
+            continue
+        if "PID" in cells and header is None:
+            header = cells
+        elif header is not None and str(pid) in cells[:2]:
+            return dict(zip(header, cells, strict=False))
+    return {}
+
+
+def parse_ps(text: str, pid: int) -> dict[str, int]:
+    """VSZ and RSS (KiB) from ``ps aux``'s line for ``pid`` (empty if it is not there)."""
+    row = _columns(text, pid)
+    return {k: int(row[k]) for k in ("VSZ", "RSS") if row.get(k, "").isdigit()}
+
+
+_TOP_UNITS = {"": 1, "k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}
+
+
+def top_kib(value: str) -> float | None:
+    """A top memory cell in KiB: "39088", "1.2g" (scaled cells are rounded by top)."""
+    m = re.fullmatch(r"([\d.]+)([kmgt]?)", value.lower())
+    return float(m.group(1)) * _TOP_UNITS[m.group(2)] if m else None
+
+
+def parse_top(text: str, pid: int) -> dict[str, float]:
+    """VIRT and RES (KiB) from ``top -b``'s line for ``pid``."""
+    row = _columns(text, pid)
+    out = {}
+    for key in ("VIRT", "RES"):
+        kib = top_kib(row.get(key, ""))
+        if kib is not None:
+            out[key] = kib
+    return out
+
+
+def parse_system(text: str) -> dict[str, int]:
+    """The capture's system section: MemFree/AnonPages (kB), nr_* and zone_*_free (pages)."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0].rstrip(":")] = int(parts[1])
+    return out

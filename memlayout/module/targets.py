@@ -29,6 +29,7 @@ class Target:
     record: dict[str, Any] | None
     lines: list[str]
     maps: str
+    tools: dict[str, str] = field(default_factory=dict)  # ps aux and top, as printed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Target:
             "record": self.record,
             "lines": self.lines,
             "maps": self.maps,
+            "tools": self.tools,
             "verification": self.verification.to_json(),
         }
 
@@ -70,6 +72,7 @@ def verify_one(remote: Remote, name: str, pid: int) -> Target:
         record=cap.record.to_json() if cap.record else None,
         lines=cap.record.lines if cap.record else [],
         maps=cap.sections.get("maps", ""),
+        tools={k: cap.sections.get(k, "") for k in ("ps", "top")},
     )
 
 

@@ -170,6 +170,27 @@ def check_va(v: Verification, record: ProcRecord, pagemap_text: str) -> None:
         v.add(f"va {va:#x} frame (pagemap PFN)", entry.pfn, frame.get("pfn"))
 
 
+def check_tools(v: Verification, record: ProcRecord, sections: dict[str, str]) -> None:
+    """ps aux's VSZ/RSS and top's VIRT/RES (KiB) against total_vm and rss (pages)."""
+    total_kib = int(record.counters.get("total_vm", 0)) * PAGE // 1024
+    rss_kib = int(record.counters.get("rss", 0)) * PAGE // 1024
+    ps = pv.parse_ps(sections.get("ps", ""), record.pid)
+    if ps:
+        v.add("VSZ KiB (ps aux) = total_vm", ps.get("VSZ"), total_kib)
+        v.add("RSS KiB (ps aux) = rss", ps.get("RSS"), rss_kib)
+    top = pv.parse_top(sections.get("top", ""), record.pid)
+    for column, kib in (("VIRT", total_kib), ("RES", rss_kib)):
+        shown = top.get(column)
+        if shown is None:
+            continue
+        name = f"{column} KiB (top) = {'total_vm' if column == 'VIRT' else 'rss'}"
+        # top scales big cells (e.g. 1.2g) and rounds them: compare at its precision.
+        exact = float(shown).is_integer() and shown < 10**8
+        v.checks.append(
+            Check(name, shown == kib if exact else abs(shown - kib) <= 0.051 * shown, shown, kib)
+        )
+
+
 def verify(cap: Capture) -> Verification:
     """Compare one capture's module record with its /proc views."""
     record = cap.record
@@ -197,6 +218,7 @@ def verify(cap: Capture) -> Verification:
         len(real_maps),
     )
     check_va(v, record, s.get("pagemap", ""))
+    check_tools(v, record, s)
     return v
 
 

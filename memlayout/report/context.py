@@ -8,6 +8,7 @@ reported as missing, never filled in.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,11 @@ def verification_section(targets: list[Json]) -> list[Json]:
                 "ok": bool(v.get("ok")),
                 "checks": checks,
                 "passed": sum(c["ok"] for c in checks),
+                "tools": [
+                    (name, text.strip())
+                    for name, text in (t.get("tools") or {}).items()
+                    if str(text).strip()
+                ],
             }
         )
     return out
@@ -293,6 +299,7 @@ def experiment_entry(name: str, data: Json | None, files: GuestDir, run: RunDir)
         "kernel": exp.kernel,
         "points": len(exp.points),
         "text": text,
+        "tables": [asdict(t) for t in scenario.tables(exp)],
         "figures": [
             {"path": p, "name": n}
             for n in scenario.plots
@@ -323,6 +330,62 @@ def cycles_section(files: GuestDir, run: RunDir) -> Json:
     }
 
 
+def hello_section(files: GuestDir) -> Json | None:
+    data = load_json(files.hello_json)
+    if not isinstance(data, dict):
+        return None
+    loads = []
+    for key, label in (("load", "load and unload"), ("bad", "a bad parameter")):
+        entry = data.get(key) or {}
+        loads.append(
+            {
+                "label": label,
+                "commands": entry.get("commands") or [],
+                "lines": entry.get("lines") or [],
+                "status": entry.get("status"),
+            }
+        )
+    return {
+        "ok": not data.get("failures"),
+        "failures": data.get("failures") or [],
+        "whom": data.get("whom"),
+        "times": data.get("times"),
+        "loads": loads,
+    }
+
+
+def lookup_section(files: GuestDir) -> Json | None:
+    data = load_json(files.lookup_json)
+    if not isinstance(data, dict):
+        return None
+    comparisons = [
+        {
+            "name": c.get("name"),
+            "pid": c.get("pid"),
+            "same": bool(c.get("same")),
+            "pid_found": (c.get("found") or {}).get("pid"),
+            "list_found": (c.get("found") or {}).get("list"),
+        }
+        for c in data.get("comparisons") or []
+    ]
+    costs = []
+    for c in data.get("costs") or []:
+        ns = c.get("median_ns") or {}
+        by_pid, by_list = int(ns.get("pid", -1)), int(ns.get("list", -1))
+        ratio = f"{by_list / by_pid:.0f}×" if by_pid > 0 and by_list > 0 else "–"
+        costs.append(
+            {
+                "target": c.get("target"),
+                "pid": c.get("pid"),
+                "processes": c.get("processes"),
+                "pid_us": f"{by_pid / 1000:.1f}",
+                "list_us": f"{by_list / 1000:.1f}",
+                "ratio": ratio,
+            }
+        )
+    return {"comparisons": comparisons, "costs": costs}
+
+
 # ---- one guest, all guests ------------------------------------------------------------
 
 
@@ -348,6 +411,8 @@ def guest_section(run: RunDir, files: GuestDir, summary: Json) -> Json:
         "pgd": pgd_section(record) if record else None,
         "header": (record or {}).get("header") or {},
         "verification": verification_section(targets),
+        "hello": hello_section(files),
+        "lookup": lookup_section(files),
         "experiments": experiments_section(files, run),
         "cycles": cycles_section(files, run),
         "sshd_vmas": len(sshd["record"].get("vmas") or []) if sshd else None,

@@ -62,3 +62,35 @@ def test_no_record_is_a_failure(cap: capture.Capture) -> None:
     cap.record_error = "no 'begin' line"
     result = verify.verify(cap)
     assert not result.ok and result.failures[0].name == "module record"
+
+
+def with_tools(cap: capture.Capture, vsz: int, rss: int, top_virt: str, top_res: str) -> None:
+    cap.sections["ps"] = (
+        "USER       PID %CPU %MEM    VSZ   RSS TTY      STAT START   TIME COMMAND\n"
+        f"root       {cap.pid}  0.0  0.9 {vsz} {rss} ?        Ts   10:00   0:00 sshd: /usr/sbin"
+    )
+    cap.sections["top"] = (
+        "    PID USER      PR  NI    VIRT    RES    SHR S  %CPU  %MEM     TIME+ COMMAND\n"
+        f"    {cap.pid} root      20   0 {top_virt} {top_res}   7000 T   0.0   0.9   0:00.01 sshd"
+    )
+
+
+def test_ps_and_top_columns_are_checked_against_total_vm_and_rss(cap: capture.Capture) -> None:
+    assert cap.record is not None
+    total_kib = int(cap.record.counters["total_vm"]) * 4
+    rss_kib = int(cap.record.counters["rss"]) * 4
+    with_tools(cap, total_kib, rss_kib, str(total_kib), str(rss_kib))
+    tools = [c for c in verify.verify(cap).checks if "(ps aux)" in c.name or "(top)" in c.name]
+    assert len(tools) == 4 and all(c.ok for c in tools)
+    with_tools(cap, total_kib + 4, rss_kib, str(total_kib), str(rss_kib - 4))
+    assert failing(cap) == {"VSZ KiB (ps aux) = total_vm", "RES KiB (top) = rss"}
+
+
+def test_scaled_top_cells_are_compared_at_tops_precision(cap: capture.Capture) -> None:
+    assert cap.record is not None
+    total_kib = int(cap.record.counters["total_vm"]) * 4
+    rss_kib = int(cap.record.counters["rss"]) * 4
+    with_tools(cap, total_kib, rss_kib, f"{total_kib / 1024:.1f}m", str(rss_kib))
+    assert not failing(cap)
+    with_tools(cap, total_kib, rss_kib, f"{total_kib * 2 / 1024:.1f}m", str(rss_kib))
+    assert failing(cap) == {"VIRT KiB (top) = total_vm"}

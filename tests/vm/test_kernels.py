@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from memlayout.experiments import app
 from memlayout.guest.console import find_trouble
 from memlayout.guest.session import Session
-from memlayout.module import verify
+from memlayout.module import hello, verify
 from memlayout.module.build import full_dmesg
 from memlayout.module.capture import capture
+from memlayout.rundir import GuestDir
 
 from .conftest import boot_session
 
@@ -67,3 +69,8 @@ def test_va_and_walk_on_other_kernels(other: Session) -> None:
 
 def test_no_kernel_trouble_on_other_kernels(other: Session) -> None:
     assert find_trouble(full_dmesg(other.remote)) is None
+
+
+def test_hello_loads_on_other_kernels(other: Session, tmp_path: Path) -> None:
+    result = hello.run(other.remote, GuestDir(tmp_path / "g"))
+    assert result.ok, result.failures
