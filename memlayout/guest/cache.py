@@ -6,6 +6,9 @@ client key in ``ssh/``, saved states in ``saved/`` and downloads.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ImageError
@@ -41,9 +44,26 @@ def ensure_image(
     builder = builder_for(profile, cache, mirror=mirror, allow_expired=allow_expired)
     recipe = recipe_hash(profile, client.public_line, builder)
     directory = image_dir(cache, profile, recipe)
-    if directory.exists() and not rebuild:
+    with locked(directory.with_name(f".{directory.name}.lock"), report):
+        if directory.exists() and not rebuild:
+            try:
+                return load_image(directory)
+            except ImageError as exc:
+                report(f"image: {exc}; rebuilding")
+        return builder.build(directory, recipe, client, Step(f"image {profile.name}", report))
+
+
+@contextlib.contextmanager
+def locked(path: Path, report: Reporter) -> Iterator[None]:
+    """An exclusive lock on ``path``: a second pipeline waits while one builds or saves."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
         try:
-            return load_image(directory)
-        except ImageError as exc:
-            report(f"image: {exc}; rebuilding")
-    return builder.build(directory, recipe, client, Step(f"image {profile.name}", report))
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"another pipeline holds {path}; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

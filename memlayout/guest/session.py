@@ -17,7 +17,7 @@ from ..paths import cache_dir
 from ..progress import Reporter, to_stderr
 from ..rundir import GuestDir, active_state_path
 from . import accel, keys
-from .cache import ensure_image
+from .cache import ensure_image, locked
 from .machine import Machine, MachineConfig, pid_alive
 from .profiles import DEFAULT_GUEST, get_profile
 from .qemu import DEFAULT_CPU, KERNEL_ARGS
@@ -83,15 +83,16 @@ def boot(
         return _start(cold)
     target = saved_state_of(cold)
     cold_seconds = 0.0
-    if not target.ready():
-        _start(cold)
-        cold_seconds = cold.boot_seconds
-        try:
-            seconds = cold.save_state(target)
-        except MemlayoutError as exc:  # QMP or disk trouble: the guest still boots, cold
-            report(f"vm: could not save the booted state ({exc}); booting cold")
-            return _start(_again(cold, None))
-        report(f"vm: saved the booted state in {seconds:.1f} s ({target.directory})")
+    with locked(target.directory.with_name(f".{target.directory.name}.lock"), report):
+        if not target.ready():
+            _start(cold)
+            cold_seconds = cold.boot_seconds
+            try:
+                seconds = cold.save_state(target)
+            except MemlayoutError as exc:  # QMP or disk trouble: the guest still boots, cold
+                report(f"vm: could not save the booted state ({exc}); booting cold")
+                return _start(_again(cold, None))
+            report(f"vm: saved the booted state in {seconds:.1f} s ({target.directory})")
     warm = _again(cold, target)
     try:
         _start(warm, timeout=60)
