@@ -24,6 +24,7 @@ below: one line, the log's path, and an exit code (memlayout/errors.py):
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import shutil
@@ -40,7 +41,13 @@ from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
 from memlayout import pipeline
-from memlayout.errors import EXIT_INTERRUPTED, ChecksFailed, MemlayoutError, UsageError
+from memlayout.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_STAGE,
+    ChecksFailed,
+    MemlayoutError,
+    UsageError,
+)
 from memlayout.experiments import SCENARIOS
 from memlayout.guest import keys
 from memlayout.guest.cache import ensure_image
@@ -89,6 +96,15 @@ def task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Task[Any]
             except KeyboardInterrupt:
                 print("interrupted; no VM was left running", file=sys.stderr)
                 raise Exit(code=EXIT_INTERRUPTED) from None
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                where = exc.filename or "the disk"
+                print(
+                    f"error: no space left on the device while writing {where} ({exc})",
+                    file=sys.stderr,
+                )
+                raise Exit(code=EXIT_STAGE) from None
 
         return invoke_task(*args, **kwargs)(run)  # type: ignore[no-any-return]
 

@@ -227,19 +227,53 @@ static inline unsigned long pm_pinned_vm(struct mm_struct *mm)
 }
 
 /*
- * The pfn-carrying non-present entries whose page smaps counts in Rss
- * (fs/proc/task_mmu.c smaps_pte_entry): is_pfn_swap_entry() since 5.14
- * (migration, device-private, device-exclusive, later hwpoison), the
- * migration and device-private pair since 4.14, migration only before.
+ * Newer kernels describe non-present entries as "software leaf entries"
+ * (include/linux/leafops.h, softleaf_*()) and drop the older swapops.h
+ * predicates (non_swap_entry(), is_swap_pte(), ...); use the header's
+ * presence rather than a version number to pick the API.
  */
-static inline bool pm_swp_has_page(swp_entry_t entry)
+#if defined(__has_include)
+#if __has_include(<linux/leafops.h>)
+#include <linux/leafops.h>
+#define PM_HAVE_SOFTLEAF 1
+#endif
+#endif
+
+/* What smaps makes of a non-present, non-empty PTE (pm_count_absent()). */
+enum pm_absent {
+	PM_ABSENT_OTHER,	/* pte marker etc.: counted nowhere */
+	PM_ABSENT_SWAP,		/* a real swap entry: Swap */
+	PM_ABSENT_PAGE,		/* a pfn entry, its page still there: Rss */
+};
+
+/*
+ * fs/proc/task_mmu.c smaps_pte_entry(): !non_swap_entry() is swap; a pfn
+ * swap entry (is_pfn_swap_entry(), 5.14+: migration, device-private,
+ * device-exclusive, later hwpoison; migration and device-private since
+ * 4.14; migration only before) has a page that is counted in Rss.
+ */
+static inline enum pm_absent pm_pte_absent(pte_t pte)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 14, 0)
-	return is_pfn_swap_entry(entry);
-#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
-	return is_migration_entry(entry) || is_device_private_entry(entry);
+#ifdef PM_HAVE_SOFTLEAF
+	softleaf_t entry = softleaf_from_pte(pte);
+
+	if (softleaf_is_swap(entry))
+		return PM_ABSENT_SWAP;
+	return softleaf_has_pfn(entry) ? PM_ABSENT_PAGE : PM_ABSENT_OTHER;
 #else
-	return is_migration_entry(entry);
+	swp_entry_t entry = pte_to_swp_entry(pte);
+	bool page;
+
+	if (!non_swap_entry(entry))
+		return PM_ABSENT_SWAP;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 14, 0)
+	page = is_pfn_swap_entry(entry);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
+	page = is_migration_entry(entry) || is_device_private_entry(entry);
+#else
+	page = is_migration_entry(entry);
+#endif
+	return page ? PM_ABSENT_PAGE : PM_ABSENT_OTHER;
 #endif
 }
 
@@ -249,7 +283,9 @@ static inline bool pm_swp_has_page(swp_entry_t entry)
  */
 static inline bool pm_pmd_is_migration(pmd_t pmd)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
+#ifdef PM_HAVE_SOFTLEAF
+	return softleaf_is_migration(softleaf_from_pmd(pmd));
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(4, 14, 0)
 	return thp_migration_supported() &&
 	       is_migration_entry(pmd_to_swp_entry(pmd));
 #else
@@ -703,18 +739,21 @@ static void pm_count_absent(struct pm_count *cnt, u64 v, int shift,
 			    unsigned long start, unsigned long end)
 {
 	unsigned long pages = (end - start) >> PAGE_SHIFT;
-	swp_entry_t entry;
 
 	if (shift == PM_PTE_SHIFT ||
 	    (cnt->is_hugetlb && shift <= PM_PUD_SHIFT)) {
 		if (pte_none(pm_pte(v)))
 			return;
-		entry = pte_to_swp_entry(pm_pte(v));
-		if (!non_swap_entry(entry)) {
+		switch (pm_pte_absent(pm_pte(v))) {
+		case PM_ABSENT_SWAP:
 			if (!cnt->is_hugetlb)
 				cnt->swap += pages;
-		} else if (pm_swp_has_page(entry)) {
+			break;
+		case PM_ABSENT_PAGE:
 			pm_add_resident(cnt, pages);
+			break;
+		default:
+			break;
 		}
 	} else if (shift == PM_PMD_SHIFT && !pmd_none(pm_pmd(v)) &&
 		   pm_pmd_is_migration(pm_pmd(v))) {

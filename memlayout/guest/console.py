@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# Lines the kernel prints when something is wrong (panic, oops, BUG, WARN).
+# Lines the kernel prints when something is wrong (panic, oops, BUG, WARN), or stuck:
+# a task blocked past the hung-task timeout, an RCU stall (a soft lockup is a "BUG: ").
 TROUBLE = re.compile(
     r"Kernel panic - not syncing"
     r"|\bBUG: "
@@ -13,6 +14,9 @@ TROUBLE = re.compile(
     r"|\bWARNING: CPU: "
     r"|general protection fault"
     r"|\bCall Trace:"
+    r"|\bINFO: task \S+ blocked for more than \d+ seconds"
+    r"|\brcu: INFO: \S+ (?:self-)?detected stalls? on CPU"
+    r"|\bINFO: rcu_\w+ (?:self-)?detected stalls?"
 )
 
 

@@ -24,6 +24,18 @@ from .profiles import GuestProfile
 
 CUSTOMIZE_HOOK = REPO_ROOT / "qemu" / "debian-customize.sh"
 DISK_SIZE = "4G"
+# The root tree (~0.9 GB), the ext4 disk made from it and its qcow2 copy exist at once.
+NEEDS_BYTES = 3 << 30
+
+
+def require_space(directory: Path, needed: int) -> None:
+    """Fail up front, naming the place and the sizes, when ``directory`` is too full."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise ImageError(
+            f"building an image needs about {needed >> 20} MiB free in {directory}; "
+            f"it has {free >> 20} MiB (set MEMLAYOUT_CACHE to a roomier place)"
+        )
 
 
 def mmdebstrap_command(
@@ -98,6 +110,7 @@ class DebianBuilder:
         if shutil.which("mmdebstrap") is None:
             raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
         directory.parent.mkdir(parents=True, exist_ok=True)
+        require_space(directory.parent, NEEDS_BYTES)
         work = Path(tempfile.mkdtemp(prefix=f".{self.profile.name}-", dir=directory.parent))
         # The log lives beside the work dir, so it outlives a failed build.
         log = directory.parent / f"{self.profile.name}-build.log"

@@ -6,10 +6,24 @@ import base64
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paramiko
 
 from ..errors import RemoteError
+
+WATCH_INTERVAL = 0.5
+
+
+class GuestWatch(Protocol):
+    """What a command's wait loop checks: the guest's console and QEMU."""
+
+    def check(self) -> None:
+        """Raise when the guest has failed (a panic, an oops, QEMU gone)."""
+
+    def context(self) -> str:
+        """Lines to quote when a command hangs (the console's tail, stuck-task reports)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -46,8 +60,10 @@ class Remote:
         *,
         user: str = "root",
         connect_timeout: float = 20.0,
+        watch: GuestWatch | None = None,
     ) -> None:
         self.port = port
+        self.watch = watch
         self.client = paramiko.SSHClient()
         self.client.get_host_keys().add(
             f"[127.0.0.1]:{port}", "ssh-ed25519", host_key_from_line(host_key)
@@ -116,6 +132,7 @@ class Remote:
         except (paramiko.SSHException, OSError) as exc:
             raise RemoteError(f"cannot open an SSH channel to the guest: {exc}") from exc
         out, err = bytearray(), bytearray()
+        next_watch = time.monotonic()
         try:
             chan.exec_command(command)
             if stdin is not None:
@@ -136,7 +153,11 @@ class Remote:
                         f"guest command timed out after {timeout:.0f} s: {command}\n"
                         f"--- its output so far ---\n"
                         f"{(out + err).decode(errors='replace')[-2000:]}"
+                        + (self.watch.context() if self.watch is not None else "")
                     )
+                if self.watch is not None and time.monotonic() >= next_watch:
+                    self.watch.check()  # a panic or a dead QEMU fails the command at once
+                    next_watch = time.monotonic() + WATCH_INTERVAL
                 if not busy:
                     if transport is not None and not transport.is_active():
                         raise RemoteError(f"the SSH connection dropped during: {command}")

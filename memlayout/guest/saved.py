@@ -97,10 +97,14 @@ def save(qmp_socket: Path, overlay: Path, target: SavedState, timeout: float = 1
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # QEMU has flushed and let go of the overlay once migration completed.
-    shutil.copyfile(overlay, tmp / "disk.qcow2")
-    done = {"saved_at": time.time(), "state_bytes": (tmp / "state.bin").stat().st_size}
-    (tmp / "done.json").write_text(json.dumps(done) + "\n")
+    try:
+        # QEMU has flushed and let go of the overlay once migration completed.
+        shutil.copyfile(overlay, tmp / "disk.qcow2")
+        done = {"saved_at": time.time(), "state_bytes": (tmp / "state.bin").stat().st_size}
+        (tmp / "done.json").write_text(json.dumps(done) + "\n")
+    except OSError as exc:  # a full disk: nothing half-written is ever resumed
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VMError(f"could not save the VM state into {tmp}: {exc}") from exc
     if target.directory.exists():
         shutil.rmtree(target.directory)
     os.replace(tmp, target.directory)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import MemlayoutError, VMError
 from ..paths import cache_dir
@@ -18,10 +19,11 @@ from ..progress import Reporter, to_stderr
 from ..rundir import GuestDir, active_state_path
 from . import accel, keys
 from .cache import ensure_image, locked
+from .console import ConsoleWatcher, find_trouble, tail
 from .machine import Machine, MachineConfig, pid_alive
 from .profiles import DEFAULT_GUEST, get_profile
 from .qemu import DEFAULT_CPU, KERNEL_ARGS
-from .remote import Remote
+from .remote import GuestWatch, Remote
 from .saved import SavedState, saved_state_for
 from .state import LiveState
 
@@ -60,10 +62,17 @@ def saved_state_of(m: Machine) -> SavedState:
     return saved_state_for(cache_dir(), m.image.guest, m.image.sha256, key)
 
 
-def _start(m: Machine, timeout: float = 180.0) -> Machine:
-    m.launch()
+def _start(m: Machine, timeout: float = 180.0, retries: int = 2) -> Machine:
     try:
+        m.launch()
         m.wait_for_ssh(timeout=timeout)
+    except VMError as exc:
+        m.shutdown(hard=True)
+        if "host forwarding" not in str(exc) or retries <= 0:
+            raise
+        # Another program took the free port between our check and QEMU's bind: once more.
+        m.report("vm: the SSH port was taken meanwhile; launching again on another")
+        return _start(_again(m, m.resume_from), timeout, retries - 1)
     except BaseException:
         m.shutdown(hard=True)
         raise
@@ -109,9 +118,41 @@ def _again(m: Machine, resume: SavedState | None) -> Machine:
     return Machine(m.image, m.files, m.config, resume=resume, detached=m.detached, report=m.report)
 
 
-def connect(port: int, host_key: str) -> Remote:
+def connect(port: int, host_key: str, watch: GuestWatch | None = None) -> Remote:
     client = keys.ensure_client_key(cache_dir())
-    return Remote(port, client.private, host_key)
+    return Remote(port, client.private, host_key, watch=watch)
+
+
+@dataclass
+class ConsoleWatch:
+    """Fails a guest command at once when QEMU dies or the console shows kernel trouble;
+    quotes the console (and any hung-task or stall report) when a command times out."""
+
+    console_log: Path
+    alive: Callable[[], bool]
+    machine: Machine | None = None  # ours to kill on trouble; None: invoke up's VM
+
+    def __post_init__(self) -> None:
+        self.watcher = ConsoleWatcher(self.console_log)
+
+    def check(self) -> None:
+        if self.machine is not None:
+            self.machine.check(self.watcher)
+            return
+        if not self.alive():
+            raise VMError(f"the VM is gone\n{self.context()}", log=self.console_log)
+        trouble = self.watcher.poll()
+        if trouble:
+            raise VMError(
+                f"kernel trouble on the console: {trouble}\n{self.context()}", log=self.console_log
+            )
+
+    def context(self) -> str:
+        stuck = [ln for ln in tail(self.console_log, 400).splitlines() if find_trouble(ln)]
+        text = f"\n--- last console lines ({self.console_log}) ---\n{tail(self.console_log)}"
+        if stuck:
+            text += "\n--- kernel reports on the console ---\n" + "\n".join(stuck[-10:])
+        return text
 
 
 def live_state(guest: str, report: Reporter = to_stderr) -> LiveState | None:
@@ -143,14 +184,16 @@ def open_session(
     state = live_state(opts.guest, report) if attach else None
     if state is not None:
         report(f"using the running {opts.guest} VM (pid {state.pid}, accel {state.accel})")
-        with connect(state.ssh_port, state.host_key) as remote:
+        watch = ConsoleWatch(Path(state.console_log), lambda: pid_alive(state.pid))
+        with connect(state.ssh_port, state.host_key, watch) as remote:
             yield Session(remote, state, None)
         return
     m = boot(opts, files, report=report)
     failed = True
     try:
         assert m.spec is not None
-        with connect(m.spec.ssh_port, m.image.host_key) as remote:
+        watch = ConsoleWatch(m.files.console_log, m.is_running, m)
+        with connect(m.spec.ssh_port, m.image.host_key, watch) as remote:
             if m.resumed:
                 sync_clock(remote)
             yield Session(remote, m.live_state(), m)

@@ -12,6 +12,11 @@ BAD = [
     "[   12.0] WARNING: CPU: 1 PID: 812 at mm/memory.c:123 do_thing+0x1/0x2",
     "[   12.0] general protection fault, probably for non-canonical address 0xdead",
     "[   12.0] Call Trace:",
+    "[  245.1] INFO: task insmod:812 blocked for more than 120 seconds.",
+    "[   30.2] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+    "[   30.2] rcu: INFO: rcu_sched self-detected stall on CPU",
+    "[   30.2] INFO: rcu_sched detected stalls on CPUs/tasks: { 1} (detected by 0)",
+    "[   40.0] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [insmod:812]",
 ]
 GOOD = [
     "[    0.0] Linux version 6.1.0-56-amd64",
