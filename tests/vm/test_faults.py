@@ -99,8 +99,12 @@ def test_ctrl_c_during_invoke_all_exits_130_and_leaves_no_qemu(tmp_path: Path) -
     env = dict(os.environ, MEMLAYOUT_RUNS=str(runs))
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoke", "all", "--guest", DEFAULT_TEST_GUEST],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:  # wait until the guest is up and the build has begun
@@ -115,3 +119,40 @@ def test_ctrl_c_during_invoke_all_exits_130_and_leaves_no_qemu(tmp_path: Path) -
     assert (run / DEFAULT_TEST_GUEST / "console.log").exists()
     leftover = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "a QEMU of the interrupted run is still running"
+
+
+def test_two_pipelines_on_one_cache_both_pass(tmp_path: Path) -> None:
+    """Two `invoke verify` at once: one image, one saved state, two guests, two ports."""
+    procs = []
+    for n in (1, 2):
+        env = dict(os.environ, MEMLAYOUT_RUNS=str(tmp_path / f"runs{n}"))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "invoke",
+                    "verify",
+                    "--pid",
+                    "1",
+                    "--guest",
+                    DEFAULT_TEST_GUEST,
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+        assert " passed, 0 failed" in out
+    ports = {
+        line.rsplit("ssh 127.0.0.1:", 1)[1].split(")")[0]
+        for out in outputs
+        for line in out.splitlines()
+        if "ssh 127.0.0.1:" in line
+    }
+    assert len(ports) >= 2
