@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-	qemu-system-x86 qemu-utils mmdebstrap debootstrap e2fsprogs genisoimage
-	openssh-client poppler-utils python3-venv
-	fonts-dejavu-core libharfbuzz-subset0
+	qemu-system-x86 qemu-utils mmdebstrap debootstrap e2fsprogs genisoimage uidmap
+	openssh-client poppler-utils python3-venv git
+	fonts-dejavu-core libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0
 )
 
 missing=()
@@ -20,7 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	$SUDO env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

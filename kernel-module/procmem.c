@@ -8,8 +8,10 @@
  * Every line is one record: "procmem: <record> key=value key=value ...".
  * See FORMAT.md for the records and their fields.
  *
- * The page tables are walked by hand on raw x86_64 entry values, so the
- * module needs no page-table helper that is hidden from modules.
+ * The page tables are walked by hand (no page-walk API is exported to
+ * modules), but each raw entry is decoded with the kernel's own inline
+ * helpers (pte_present(), pte_pfn(), pmd_present(), pte_to_swp_entry(),
+ * ...) and counted with the rules of fs/proc/task_mmu.c (smaps).
  */
 
 #define pr_fmt(fmt) "procmem: " fmt

@@ -1,7 +1,8 @@
 #!/bin/sh
 # mmdebstrap customize hook for the Debian guests: $1 is the new root.
-# Reads MEMLAYOUT_AUTHORIZED_KEY (a public key line) and MEMLAYOUT_HOST_KEY
-# (path of the ed25519 host key to install; its .pub sits beside it).
+# Reads MEMLAYOUT_AUTHORIZED_KEY (a public key line), MEMLAYOUT_HOST_KEY and
+# MEMLAYOUT_HOST_KEY_PUB (the ed25519 host key to install, private and public).
+# Runs as root in root mode and as the user namespace's root in unshare mode.
 set -eu
 root="$1"
 
@@ -25,8 +26,8 @@ install -d -m 700 "$root/root/.ssh"
 printf '%s\n' "$MEMLAYOUT_AUTHORIZED_KEY" >"$root/root/.ssh/authorized_keys"
 chmod 600 "$root/root/.ssh/authorized_keys"
 rm -f "$root"/etc/ssh/ssh_host_*
-install -m 600 "$MEMLAYOUT_HOST_KEY" "$root/etc/ssh/ssh_host_ed25519_key"
-install -m 644 "$MEMLAYOUT_HOST_KEY.pub" "$root/etc/ssh/ssh_host_ed25519_key.pub"
+(umask 077 && printf '%s\n' "$MEMLAYOUT_HOST_KEY" >"$root/etc/ssh/ssh_host_ed25519_key")
+printf '%s\n' "$MEMLAYOUT_HOST_KEY_PUB" >"$root/etc/ssh/ssh_host_ed25519_key.pub"
 printf 'HostKey /etc/ssh/ssh_host_ed25519_key\nUseDNS no\n' >>"$root/etc/ssh/sshd_config"
 
 # A small initramfs that knows exactly the drivers the VM needs.

@@ -1,14 +1,19 @@
 """The Debian builder: a base image made from Debian's packages with mmdebstrap.
 
 No internet is needed, only a Debian mirror (mmdebstrap's default, or ``--mirror``).
-The root tree gets the project's customize hook (qemu/debian-customize.sh), then
-becomes an ext4 disk with ``mke2fs -d`` (no loop mount) converted to qcow2; the
-image's own kernel and initrd are copied out beside it for direct kernel boot.
+The root tree gets the project's customize hook (qemu/debian-customize.sh); a second
+hook (qemu/debian-disk.sh) makes it an ext4 disk with ``mke2fs -d`` (no loop mount)
+and copies the image's own kernel and initrd out for direct kernel boot; the disk
+becomes qcow2. As root, mmdebstrap runs in root mode; as anyone else, in unshare
+mode (a user namespace: needs newuidmap and a /etc/subuid range), where the hooks
+run as the namespace's root, so the guest's files are owned by root either way.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -23,8 +28,10 @@ from .image import BaseImage, publish, sha256_file
 from .profiles import GuestProfile
 
 CUSTOMIZE_HOOK = REPO_ROOT / "qemu" / "debian-customize.sh"
+DISK_HOOK = REPO_ROOT / "qemu" / "debian-disk.sh"
 DISK_SIZE = "4G"
-# The root tree (~0.9 GB), the ext4 disk made from it and its qcow2 copy exist at once.
+# The root tree (~0.9 GB) and the ext4 disk made from it (~1 GB used) exist at once,
+# then its qcow2 copy (~0.6 GB).
 NEEDS_BYTES = 3 << 30
 
 
@@ -38,21 +45,65 @@ def require_space(directory: Path, needed: int) -> None:
         )
 
 
+def mmdebstrap_mode() -> str:
+    """root mode for root; unshare mode (a user namespace) for everyone else."""
+    return "root" if os.geteuid() == 0 else "unshare"
+
+
+def check_unshare_mode() -> None:
+    """What unshare mode needs, each missing piece with the command that fixes it."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    if shutil.which("newuidmap") is None:
+        raise ImageError(
+            "building images without root needs newuidmap (sudo apt-get install uidmap)"
+        )
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        ranges = path.read_text().splitlines() if path.exists() else []
+        if not any(line.split(":")[0] in (user, str(os.geteuid())) for line in ranges):
+            raise ImageError(
+                f"{path} has no range for {user} (sudo usermod --add-subuids 100000-165535 "
+                f"--add-subgids 100000-165535 {user})"
+            )
+    restrict = Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+    if restrict.exists() and restrict.read_text().strip() == "1":
+        raise ImageError(
+            "AppArmor forbids unprivileged user namespaces (Ubuntu 24.04): "
+            "sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0, or run as root"
+        )
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        raise ImageError(
+            "unprivileged user namespaces do not work here "
+            f"({probe.stderr.decode(errors='replace').strip()}); "
+            "sudo sysctl kernel.unprivileged_userns_clone=1, or run as root"
+        )
+
+
 def mmdebstrap_command(
-    profile: GuestProfile, root: Path, mirror: str | None, allow_expired: bool = False
+    profile: GuestProfile,
+    hooks: Path,
+    out: Path,
+    mirror: str | None,
+    allow_expired: bool = False,
+    mode: str = "root",
 ) -> list[str]:
+    """mmdebstrap with no output tree: the hooks write the disk, kernel and initrd into ``out``."""
     cmd = [
         "mmdebstrap",
+        f"--mode={mode}",
         "--variant=apt",
+        "--format=null",
         "--include=" + ",".join(profile.packages),
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         "--dpkgopt=path-include=/usr/share/doc/*/copyright",
         *(['--aptopt=Acquire::Check-Valid-Until "false"'] if allow_expired else []),
-        f'--customize-hook={CUSTOMIZE_HOOK} "$1"',
+        f'--customize-hook={shlex.quote(str(hooks / CUSTOMIZE_HOOK.name))} "$1"',
+        f'--customize-hook={shlex.quote(str(hooks / DISK_HOOK.name))} "$1" '
+        f"{shlex.quote(str(out))} {DISK_SIZE}",
         profile.suite,
-        str(root),
+        "/dev/null",
     ]
     if mirror:
         cmd.append(mirror)
@@ -82,16 +133,16 @@ def run_logged(cmd: list[str], log: Path, step: Step, env: dict[str, str] | None
             )
 
 
-def kernel_files(root: Path) -> tuple[Path, Path, str]:
-    """The newest kernel in the tree's /boot, its initrd, and its release."""
-    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+def kernel_files(out: Path) -> tuple[Path, Path, str]:
+    """The kernel the disk hook copied out, its initrd, and its release."""
+    kernels = sorted(out.glob("vmlinuz-*"))
     if not kernels:
-        raise ImageError(f"no kernel in {root}/boot")
+        raise ImageError(f"the image has no kernel (nothing in {out})")
     kernel = kernels[-1]
     release = kernel.name.removeprefix("vmlinuz-")
-    initrd = root / "boot" / f"initrd.img-{release}"
+    initrd = out / f"initrd.img-{release}"
     if not initrd.exists():
-        raise ImageError(f"no initrd for {release} in {root}/boot")
+        raise ImageError(f"no initrd for {release} in {out}")
     return kernel, initrd, release
 
 
@@ -104,39 +155,52 @@ class DebianBuilder:
     allow_expired: bool = False
 
     def recipe(self) -> dict[str, object]:
-        return {"hook": CUSTOMIZE_HOOK.read_text(), "disk_size": DISK_SIZE}
+        hooks = {p.name: p.read_text() for p in (CUSTOMIZE_HOOK, DISK_HOOK)}
+        return {"hooks": hooks, "disk_size": DISK_SIZE}
 
     def build(self, directory: Path, recipe: str, client: keys.KeyPair, step: Step) -> BaseImage:
         if shutil.which("mmdebstrap") is None:
-            raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+            raise ImageError("mmdebstrap is not installed (sudo apt-get install mmdebstrap)")
+        mode = mmdebstrap_mode()
+        if mode == "unshare":
+            check_unshare_mode()
         directory.parent.mkdir(parents=True, exist_ok=True)
         require_space(directory.parent, NEEDS_BYTES)
         work = Path(tempfile.mkdtemp(prefix=f".{self.profile.name}-", dir=directory.parent))
+        # Where the hooks write: reachable by the user namespace's root, which is not
+        # this user (a home directory may be closed to it); sticky, so only we delete.
+        out = Path(tempfile.mkdtemp(prefix="memlayout-image-"))
+        out.chmod(0o1777)
         # The log lives beside the work dir, so it outlives a failed build.
         log = directory.parent / f"{self.profile.name}-build.log"
         log.unlink(missing_ok=True)
         try:
-            return self._build(work, directory, recipe, client, step, log)
+            return self._build(work, out, directory, recipe, client, step, log, mode)
         finally:
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
 
     def _build(
         self,
         work: Path,
+        out: Path,
         directory: Path,
         recipe: str,
         client: keys.KeyPair,
         step: Step,
         log: Path,
+        mode: str,
     ) -> BaseImage:
-        root = work / "root"
         host_key = keys.generate(work / "ssh_host_ed25519_key", "memlayout-guest")
+        for hook in (CUSTOMIZE_HOOK, DISK_HOOK):
+            shutil.copy(hook, out / hook.name)
+            (out / hook.name).chmod(0o755)
         env = dict(os.environ)
         env["MEMLAYOUT_AUTHORIZED_KEY"] = client.public_line
-        env["MEMLAYOUT_HOST_KEY"] = str(host_key.private)
-        step(f"mmdebstrap {self.profile.suite} (log: {log})")
-        cmd = mmdebstrap_command(self.profile, root, self.mirror, self.allow_expired)
+        env["MEMLAYOUT_HOST_KEY"] = host_key.private.read_text().strip()
+        env["MEMLAYOUT_HOST_KEY_PUB"] = host_key.public_line
+        step(f"mmdebstrap {self.profile.suite}, {mode} mode (log: {log})")
+        cmd = mmdebstrap_command(self.profile, out, out, self.mirror, self.allow_expired, mode)
         try:
             run_logged(cmd, log, step, env)
         except ImageError as exc:
@@ -147,21 +211,16 @@ class DebianBuilder:
                     log=log,
                 ) from None
             raise
-        kernel, initrd, release = kernel_files(root)
+        kernel, initrd, release = kernel_files(out)
         shutil.copyfile(kernel, work / "vmlinuz")
         shutil.copyfile(initrd, work / "initrd.img")
-        step(f"kernel {release}; making the ext4 disk")
-        raw = work / "disk.raw"
-        mke2fs = ["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(root), "-F"]
-        run_logged([*mke2fs, str(raw), DISK_SIZE], log, step, env)
-        shutil.rmtree(root)
+        step(f"kernel {release}; converting the disk to qcow2")
         run_logged(
-            ["qemu-img", "convert", "-O", "qcow2", str(raw), str(work / "disk.qcow2")],
+            ["qemu-img", "convert", "-O", "qcow2", str(out / "disk.raw"), str(work / "disk.qcow2")],
             log,
             step,
             env,
         )
-        raw.unlink()
         host_key.private.unlink()  # the guest has it; the host needs only the public half
         image = BaseImage(
             guest=self.profile.name,

@@ -9,6 +9,7 @@ told to continue. The key covers everything the saved state depends on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,6 +95,11 @@ def save(qmp_socket: Path, overlay: Path, target: SavedState, timeout: float = 1
     tmp.mkdir(parents=True)
     try:
         _migrate(qmp_socket, tmp / "state.bin", timeout)
+    except Exception as exc:  # QMP errors, a closed socket (EOFError), OSError
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, VMError):
+            raise
+        raise VMError(f"saving the VM state failed: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,9 +131,12 @@ def _migrate(qmp_socket: Path, state: Path, timeout: float) -> None:
             if status in ("failed", "cancelled") or time.monotonic() > deadline:
                 raise VMError(f"saving the VM state failed: migration status {status}")
             time.sleep(0.05)
-        mon.cmd("quit")
+        # QEMU may close the socket before it answers; the state is complete either way.
+        with contextlib.suppress(Exception):
+            mon.cmd("quit")
     finally:
-        mon.close()
+        with contextlib.suppress(Exception):
+            mon.close()
 
 
 def resume(qmp_socket: Path, timeout: float = 60.0) -> None:

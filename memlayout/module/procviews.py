@@ -90,17 +90,19 @@ def status_kb(status: dict[str, str], key: str) -> int | None:
     return int(value.split()[0])
 
 
-def parse_smaps_rss(text: str) -> dict[int, int]:
-    """Rss in kB for each mapping, keyed by its start address."""
-    out: dict[int, int] = {}
-    current: int | None = None
+def parse_smaps(text: str) -> dict[int, dict[str, int]]:
+    """The kB fields of each mapping (Rss, Swap, Private_Hugetlb, ...), keyed by its start."""
+    out: dict[int, dict[str, int]] = {}
+    current: dict[str, int] | None = None
     for line in text.splitlines():
         m = _MAPS_RE.match(line)
         if m is not None:
-            current = int(m["start"], 16)
+            current = out.setdefault(int(m["start"], 16), {})
             continue
-        if current is not None and line.startswith("Rss:"):
-            out[current] = int(line.split()[1])
+        key, sep, value = line.partition(":")
+        parts = value.split()
+        if current is not None and sep and len(parts) == 2 and parts[1] == "kB":
+            current[key] = int(parts[0])
     return out
 
 

@@ -122,6 +122,8 @@ class ProcRecord:
                     "kind": v.get("kind"),
                     "rss_pages": v.get("rss"),
                     "present_pages": v.get("present"),
+                    "swap_pages": v.get("swap"),
+                    "hugetlb_pages": v.get("hugetlb"),
                 }
                 for v in self.vmas
             ],

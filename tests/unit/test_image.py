@@ -55,13 +55,26 @@ def test_recipe_hash_follows_the_customize_hook(
 
 
 def test_mmdebstrap_command_has_no_mirror_unless_given() -> None:
-    cmd = debian.mmdebstrap_command(BOOKWORM, Path("/tmp/root"), None)
-    assert cmd[-2:] == ["bookworm", "/tmp/root"]
-    assert "--variant=apt" in cmd
+    cmd = debian.mmdebstrap_command(BOOKWORM, Path("/tmp/h"), Path("/tmp/out"), None)
+    assert cmd[-2:] == ["bookworm", "/dev/null"]
+    assert "--variant=apt" in cmd and "--format=null" in cmd and "--mode=root" in cmd
     included = next(a for a in cmd if a.startswith("--include=")).split("=", 1)[1].split(",")
     assert {"dbus", "e2fsprogs", "linux-headers-amd64", "openssh-server"} <= set(included)
-    with_mirror = debian.mmdebstrap_command(BOOKWORM, Path("/tmp/root"), "http://mirror.test/d")
-    assert with_mirror[-1] == "http://mirror.test/d"
+    hooks = [a for a in cmd if a.startswith("--customize-hook=")]
+    assert hooks == [
+        '--customize-hook=/tmp/h/debian-customize.sh "$1"',
+        '--customize-hook=/tmp/h/debian-disk.sh "$1" /tmp/out 4G',
+    ]
+    with_mirror = debian.mmdebstrap_command(
+        BOOKWORM, Path("/tmp/h"), Path("/tmp/out"), "http://mirror.test/d", mode="unshare"
+    )
+    assert with_mirror[-1] == "http://mirror.test/d" and "--mode=unshare" in with_mirror
+
+
+def test_unshare_mode_needs_newuidmap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    with pytest.raises(ImageError, match="apt-get install uidmap"):
+        debian.check_unshare_mode()
 
 
 def fake_image(directory: Path, disk_bytes: bytes = b"disk") -> image.BaseImage:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from memlayout.module import capture, records, verify
+from memlayout.module import procviews as pv
 
 CAPTURE = Path(__file__).parents[1] / "data" / "bookworm-sshd.capture"
 
@@ -15,7 +16,7 @@ CAPTURE = Path(__file__).parents[1] / "data" / "bookworm-sshd.capture"
 @pytest.fixture
 def cap() -> capture.Capture:
     sections = capture.split_sections(CAPTURE.read_text())
-    return capture.Capture(293, sections, 0, "", records.parse(sections["dmesg"]))
+    return capture.Capture(286, sections, 0, "", records.parse(sections["dmesg"]))
 
 
 def test_real_capture_verifies_clean(cap: capture.Capture) -> None:
@@ -43,18 +44,22 @@ def first_anon_vma(rec: records.ProcRecord) -> dict[str, int | str]:
         (lambda r: r.vmas[1].update(pgoff=0x123000), "vma offset"),
         (lambda r: r.vmas[0].update(file="/usr/bin/impostor"), "vma file"),
         (lambda r: first_anon_vma(r).update(rss=10**6), "vma resident pages (smaps Rss)"),
+        (lambda r: first_anon_vma(r).update(pgoff=int(first_anon_vma(r)["start"])), "vma offset"),
+        (lambda r: first_anon_vma(r).update(file="[anon:lie]"), "vma file"),
+        (lambda r: first_anon_vma(r).update(swap=3), "vma swapped-out pages (smaps Swap)"),
+        (lambda r: first_anon_vma(r).update(hugetlb=512), "vma hugetlb pages (smaps *_Hugetlb)"),
         (lambda r: r.regions["code"].update(start=1), "mm start_code (stat)"),
         (lambda r: r.regions["env"].update(end=2), "mm env_end (stat)"),
         (lambda r: r.counters.update(rss=1), "rss pages (statm resident)"),
         (lambda r: r.counters.update(total_vm=1), "total_vm pages (statm size)"),
-        (lambda r: r.va_frame.update(pfn=1), "va 0x5559d6a0e000 frame (pagemap PFN)"),
+        (lambda r: r.va_frame.update(pfn=1), "frame (pagemap PFN)"),
     ],
 )
 def test_each_lie_is_named(cap: capture.Capture, mutate, check: str) -> None:  # type: ignore[no-untyped-def]
     assert cap.record is not None
     cap.record = copy.deepcopy(cap.record)
     mutate(cap.record)
-    assert check in failing(cap)
+    assert any(name == check or name.endswith(f" {check}") for name in failing(cap)), failing(cap)
 
 
 def test_no_record_is_a_failure(cap: capture.Capture) -> None:
@@ -94,3 +99,11 @@ def test_scaled_top_cells_are_compared_at_tops_precision(cap: capture.Capture) -
     assert not failing(cap)
     with_tools(cap, total_kib, rss_kib, f"{total_kib * 2 / 1024:.1f}m", str(rss_kib))
     assert failing(cap) == {"VIRT KiB (top) = total_vm"}
+
+
+def test_only_named_kernel_differences_are_tolerated() -> None:
+    stack_mark = pv.MapsEntry(0x7F00, 0x8000, "rw-p", 0, "00:00", 0, "[stack:1234]")
+    assert verify.expected_file(stack_mark, (4, 4)) == ""  # STACK_TID_MARKS, before 4.5
+    assert verify.expected_file(stack_mark, (6, 1)) == "[stack:1234]"
+    named = pv.MapsEntry(0x7F00, 0x8000, "rw-p", 0, "00:00", 0, "[anon:jit]")
+    assert verify.expected_file(named, (6, 1)) == "[anon:jit]"
