@@ -114,9 +114,36 @@ def load_image(directory: Path, *, check_sum: bool = True) -> BaseImage:
     for path in (image.disk_path, image.kernel_path, image.initrd_path, image.seed_path):
         if path is not None and not path.is_file():
             raise ImageError(f"{path} is missing")
-    if check_sum and sha256_file(image.disk_path) != image.sha256:
-        raise ImageError(f"{image.disk_path} does not match its recorded sha256")
+    if check_sum and not _verified_before(image):
+        if sha256_file(image.disk_path) != image.sha256:
+            raise ImageError(f"{image.disk_path} does not match its recorded sha256")
+        _record_verified(image)
     return image
+
+
+def _verified_marker(image: BaseImage) -> Path:
+    """Beside the image (never inside it): the disk's size and mtime when last hashed."""
+    return image.directory.with_name(f".{image.directory.name}.verified")
+
+
+def _disk_stamp(image: BaseImage) -> dict[str, int | str]:
+    st = image.disk_path.stat()
+    return {"sha256": image.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _verified_before(image: BaseImage) -> bool:
+    """The disk is unchanged since it last matched its sha256 (a full hash is ~3 s)."""
+    try:
+        return bool(json.loads(_verified_marker(image).read_text()) == _disk_stamp(image))
+    except (OSError, ValueError):
+        return False
+
+
+def _record_verified(image: BaseImage) -> None:
+    marker = _verified_marker(image)
+    tmp = marker.with_name(marker.name + f".{os.getpid()}")
+    tmp.write_text(json.dumps(_disk_stamp(image)))
+    tmp.replace(marker)
 
 
 def publish(image: BaseImage, work: Path) -> BaseImage:

@@ -7,15 +7,17 @@ Warnings fail the build. A guest that already built exactly these sources
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
 from ..guest.remote import Remote
-from ..paths import REPO_ROOT
+from ..paths import REPO_ROOT, cache_dir
 from ..rundir import GuestDir
 
 # Where things live inside the guest.
@@ -23,6 +25,7 @@ REMOTE_ROOT = "/root/memlayout"
 MODULE_KO = f"{REMOTE_ROOT}/kernel-module/procmem.ko"
 HELLO_KO = f"{REMOTE_ROOT}/kernel-module/hello/hello.ko"
 APP = f"{REMOTE_ROOT}/guest/app"
+PRODUCTS = (MODULE_KO, HELLO_KO, APP)
 CAPTURE_SH = f"{REMOTE_ROOT}/guest/capture.sh"
 # The kernel log is read and cleared load by load (short reads); what was read
 # is appended here, so this file followed by `dmesg` is the whole log.
@@ -92,20 +95,71 @@ def warnings_in(log: str) -> list[str]:
 def build(remote: Remote, files: GuestDir | None = None, *, force: bool = False) -> BuildResult:
     """Push the sources and kbuild the module and the app; warnings fail it.
 
-    The build's output goes to ``files.build_log`` whether it passes or fails.
+    A guest that built these sources already skips the build; so does a guest of a
+    kernel whose products for these sources are in the host's build cache (a freshly
+    resumed guest would otherwise build again after every boot). The build's output
+    goes to ``files.build_log`` whether it passes or fails.
     """
     started = time.monotonic()
     pushed = push_sources(remote)
     digest = source_digest()
     stamp = f"{REMOTE_ROOT}/.built-{digest}"
-    if not force and remote.run(f"test -f {stamp} -a -f {MODULE_KO} -a -f {HELLO_KO}").status == 0:
+    products = " -a -f ".join(PRODUCTS)
+    if not force and remote.run(f"test -f {stamp} -a -f {products}").status == 0:
         result = BuildResult(0.0, "up to date", pushed, skipped=True)
     else:
-        result = _kbuild(remote, stamp, pushed, started, files)
+        kept = BuildCache(cache_dir() / "builds", digest, kernel_id(remote))
+        if not force and kept.restore(remote, stamp):
+            result = BuildResult(time.monotonic() - started, kept.log(), pushed, skipped=True)
+        else:
+            result = _kbuild(remote, stamp, pushed, started, files)
+            kept.save(remote, result.log)
     if files is not None:
         files.create()
         files.build_log.write_text(result.log)
     return result
+
+
+def kernel_id(remote: Remote) -> str:
+    """The guest kernel's release and build (what the products were built against)."""
+    return remote.run("uname -r; uname -v", check=True).stdout.strip()
+
+
+@dataclass(frozen=True)
+class BuildCache:
+    """Build products on the host, keyed by the sources' digest and the guest kernel."""
+
+    root: Path
+    digest: str
+    kernel: str
+
+    @property
+    def directory(self) -> Path:
+        key = hashlib.sha256(f"{self.digest}\0{self.kernel}".encode()).hexdigest()[:16]
+        return self.root / f"{self.kernel.split()[0]}-{key}"
+
+    def log(self) -> str:
+        return (self.directory / "build.log").read_text()
+
+    def restore(self, remote: Remote, stamp: str) -> bool:
+        """Put the kept products into the guest; False when there are none."""
+        if not (self.directory / "done").exists():
+            return False
+        for product in PRODUCTS:
+            remote.put(self.directory / Path(product).name, product)
+        remote.run(f"chmod 755 {' '.join(PRODUCTS)} && touch {stamp}", check=True)
+        return True
+
+    def save(self, remote: Remote, log: str) -> None:
+        tmp = self.directory.with_name(self.directory.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for product in PRODUCTS:
+            remote.get(product, tmp / Path(product).name)
+        (tmp / "build.log").write_text(log + "\n(kept in the host's build cache)\n")
+        (tmp / "done").write_text(self.kernel + "\n")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        os.replace(tmp, self.directory)
 
 
 def _kbuild(

@@ -152,3 +152,17 @@ def test_published_image_moves_into_place_with_its_manifest_last(tmp_path: Path)
     final = replace(made, directory=tmp_path / "final")
     assert image.publish(final, work) == final
     assert not work.exists() and (tmp_path / "final" / image.MANIFEST).exists()
+
+
+def test_an_unchanged_disk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_image(tmp_path / "img")
+    hashed: list[Path] = []
+    real = image.sha256_file
+    monkeypatch.setattr(image, "sha256_file", lambda p: hashed.append(p) or real(p))
+    image.load_image(tmp_path / "img")
+    image.load_image(tmp_path / "img")
+    assert len(hashed) == 1
+    (tmp_path / "img" / "disk.qcow2").write_bytes(b"dusk")  # changed since: hashed again
+    with pytest.raises(ImageError, match="sha256"):
+        image.load_image(tmp_path / "img")
+    assert len(hashed) == 2
