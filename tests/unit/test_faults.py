@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from memlayout.guest import debian, saved
 from memlayout.guest.cache import locked
 from memlayout.guest.session import live_state
 from memlayout.guest.state import LiveState
+from memlayout.paths import REPO_ROOT
 from memlayout.rundir import active_state_path
 
 
@@ -115,3 +119,26 @@ def test_a_second_pipeline_waits_for_the_lock(tmp_path: Path) -> None:
         assert release.is_set()  # we got the lock only after the other one let go
     other.join()
     assert notes and "waiting" in notes[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_invoke_image_on_a_full_cache_says_where_and_exits_3(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        env = dict(os.environ, MEMLAYOUT_CACHE=str(small / "cache"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "invoke", "image", "--guest", "debian-bookworm"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 3, proc.stderr
+        assert f"free in {small / 'cache' / 'images'}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not list((small / "cache" / "images").glob("debian-bookworm-*"))
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
