@@ -163,12 +163,24 @@ class Remote:
                         raise RemoteError(f"the SSH connection dropped during: {command}")
                     chan.status_event.wait(0.05)
             status = chan.recv_exit_status()
+            if status == -1:  # no exit status: a signal killed it, or the connection is gone
+                self._explain_lost(transport, command)
         except (paramiko.SSHException, OSError) as exc:
             raise RemoteError(f"the SSH connection failed during: {command}: {exc}") from exc
         finally:
             chan.close()
         result = Result(command, status, out.decode(errors="replace"), err.decode(errors="replace"))
         return result.check() if check else result
+
+    def _explain_lost(self, transport: paramiko.Transport, command: str) -> None:
+        """Raise when the guest or the connection is gone; return when only the command died."""
+        deadline = time.monotonic() + 1.0
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the transport notices a closed socket a moment later
+        if self.watch is not None:
+            self.watch.check()  # a dead QEMU or a panic says more than a lost connection
+        if not transport.is_active():
+            raise RemoteError(f"the SSH connection dropped during: {command}")
 
     def put(self, local: Path, remote: str) -> None:
         self.sftp.put(str(local), remote)

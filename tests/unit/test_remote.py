@@ -15,6 +15,9 @@ from memlayout.guest.remote import Remote
 class FakeChannel:
     """A command that prints once and then never finishes."""
 
+    def recv_exit_status(self) -> int:
+        return 0
+
     def __init__(self) -> None:
         self.status_event = threading.Event()
         self.pending = [b"partial output\n"]
@@ -43,19 +46,42 @@ class FakeChannel:
 
 
 class FakeTransport:
-    def __init__(self, chan: FakeChannel) -> None:
+    def __init__(self, chan: FakeChannel, active: bool = True) -> None:
         self.chan = chan
+        self.active = active
 
     def is_active(self) -> bool:
-        return True
+        return self.active
 
     def open_session(self, timeout: float) -> FakeChannel:
         return self.chan
 
 
-def remote_with(chan: FakeChannel, watch: Any = None) -> Remote:
+class LostChannel(FakeChannel):
+    """The connection went away mid-command: closed, with no exit status."""
+
+    def __init__(self, transport_alive: list[bool]) -> None:
+        super().__init__()
+        self.pending = []
+        self.transport_alive = transport_alive
+
+    def exit_status_ready(self) -> bool:
+        self.transport_alive[0] = False
+        return True
+
+    def recv_exit_status(self) -> int:
+        return -1
+
+
+def remote_with(chan: FakeChannel, watch: Any = None, alive: list[bool] | None = None) -> Remote:
+    state = alive if alive is not None else [True]
+
+    class Transport(FakeTransport):
+        def is_active(self) -> bool:
+            return state[0]
+
     remote = Remote.__new__(Remote)
-    remote.client = type("Client", (), {"get_transport": lambda self: FakeTransport(chan)})()  # type: ignore[assignment]
+    remote.client = type("Client", (), {"get_transport": lambda self: Transport(chan)})()  # type: ignore[assignment]
     remote.watch = watch
     return remote
 
@@ -98,3 +124,17 @@ def test_a_timeout_quotes_the_console() -> None:
 
     with pytest.raises(RemoteError, match="last console lines"):
         remote_with(FakeChannel(), Quiet()).run("true", timeout=0.5)
+
+
+def test_a_dropped_connection_is_an_error_not_a_status() -> None:
+    alive = [True]
+    with pytest.raises(RemoteError, match="connection dropped"):
+        remote_with(LostChannel(alive), alive=alive).run("sleep 600")
+
+
+def test_a_dropped_connection_of_a_dead_guest_says_so() -> None:
+    alive = [True]
+    dead = DyingGuest()
+    dead.looks = 1  # already gone at the first look
+    with pytest.raises(VMError, match="Kernel panic"):
+        remote_with(LostChannel(alive), dead, alive).run("sleep 600")
