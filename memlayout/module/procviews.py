@@ -1,4 +1,5 @@
-"""Parsers for the kernel's own views of a process: /proc/PID/{maps,stat,statm,status,smaps}."""
+"""Parsers for the kernel's own views of a process (/proc/PID/{maps,stat,statm,status,smaps,
+pagemap}) and of the tools the assignment names (ps aux, top) and system-wide counters."""
 
 from __future__ import annotations
 
