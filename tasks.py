@@ -19,6 +19,7 @@ below: one line, the log's path, and an exit code (memlayout/errors.py):
     invoke experiments  the app's scenarios with plots
     invoke cycles       insmod/rmmod cycles
     invoke report       render a finished run's report again
+    invoke clean        what the cache and runs take; remove parts of them
     invoke submission   bundle a finished run again
 """
 
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
@@ -60,7 +62,7 @@ from memlayout.guest.session import (
     start_detached,
     stop_detached,
 )
-from memlayout.paths import cache_dir
+from memlayout.paths import cache_dir, runs_dir
 from memlayout.report import render
 from memlayout.report import submission as submission_mod
 from memlayout.rundir import RunDir
@@ -438,6 +440,41 @@ def all(
     print(result.run.report_pdf)
     if not result.ok:
         raise ChecksFailed(f"{len(result.failures)} checks failed; the report shows them")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@task(
+    help={
+        "images": "remove the base images",
+        "saved": "remove the saved booted states",
+        "builds": "remove the kept module builds",
+        "runs": "remove the run directories",
+    }
+)
+def clean(
+    c: Context, images: bool = False, saved: bool = False, builds: bool = False, runs: bool = False
+) -> None:
+    """Show what the cache and the runs take; remove the parts named (nothing by default)."""
+    cache = cache_dir()
+    parts = {
+        "images": (cache / "images", images),
+        "saved": (cache / "saved", saved),
+        "builds": (cache / "builds", builds),
+        "runs": (runs_dir(), runs),
+    }
+    for name, (path, remove) in parts.items():
+        size = _size(path) if path.exists() else 0
+        if name == "runs" and remove and any(live_state(g) for g in PROFILES):
+            raise UsageError("a VM started by invoke up is running: invoke down first")
+        if remove and path.exists():
+            shutil.rmtree(path)
+        what = "removed" if remove else "kept"
+        print(f"{name:7} {size / 2**20:10.1f} MiB  {path}  ({what})")
 
 
 @task(help={"run": "run directory (default: runs/latest)"})
