@@ -4,7 +4,7 @@
  *
  *   app SCENARIO [N]
  *
- * Scenarios: heap, stack, demand, mmap, thread (the experiments), and
+ * Scenarios: heap, stack, demand, mmap, thread, zoo (the experiments), and
  * maps N, threads N, stress [SECONDS], idle (targets for verification).
  *
  * At every checkpoint the app prints one line
@@ -14,6 +14,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,9 +23,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Constants newer than the oldest guest's headers (bullseye, glibc 2.31). */
+#ifndef MADV_FREE
+#define MADV_FREE 8
+#endif
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
+#ifndef MADV_NOHUGEPAGE
+#define MADV_NOHUGEPAGE 15
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MAP_HUGETLB
+#define MAP_HUGETLB 0x40000
+#endif
+#ifndef MAP_GROWSDOWN
+#define MAP_GROWSDOWN 0x0100
+#endif
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0x4000
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef __NR_memfd_create
+#define __NR_memfd_create 319
+#endif
+#ifndef __NR_userfaultfd
+#define __NR_userfaultfd 323
+#endif
+#ifndef __NR_memfd_secret
+#define __NR_memfd_secret 447
+#endif
 
 #define WAIT_SECONDS 600
 #define FRAME_BYTES 1024
@@ -209,6 +251,515 @@ static int thread(void)
 	return 0;
 }
 
+/*
+ * zoo: one region per page state, each a checkpoint. The regions live in
+ * 8 MiB slots of a PROT_NONE reservation (MAP_NORESERVE, so its flags
+ * differ from every region's and nothing merges with a neighbour), each
+ * region at the 2 MiB-aligned start of its slot. Every region stays until
+ * the app exits, so each checkpoint verifies all earlier states again.
+ */
+#define MIB (1UL << 20)
+#define ZOO_SLOT (8 * MIB)
+#define ZOO_SLOTS 20
+#define HUGE (2 * MIB)
+
+static char *zoo_base;
+static int zoo_next;
+
+static const char *errname(int e)
+{
+	static char buf[32];
+
+	switch (e) {
+	case EINVAL: return "EINVAL";
+	case ENOMEM: return "ENOMEM";
+	case ENOSYS: return "ENOSYS";
+	case EPERM: return "EPERM";
+	case EAGAIN: return "EAGAIN";
+	case EACCES: return "EACCES";
+	case EBUSY: return "EBUSY";
+	case ENOSPC: return "ENOSPC";
+	case ENODEV: return "ENODEV";
+	}
+	snprintf(buf, sizeof(buf), "errno%d", e);
+	return buf;
+}
+
+/* Put the PROT_NONE reservation back over [p, p + len). */
+static void reserve(void *p, size_t len)
+{
+	mmap(p, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+	     -1, 0);
+}
+
+static char *zoo_slot(void)
+{
+	if (zoo_next >= ZOO_SLOTS) {
+		errno = ENOSPC;
+		return NULL;
+	}
+	return zoo_base + (size_t)zoo_next++ * ZOO_SLOT;
+}
+
+/* Map len bytes at the next slot; NULL (errno set, slot reserved again) on failure. */
+static char *place(size_t len, int prot, int flags, int fd, off_t off)
+{
+	char *slot = zoo_slot();
+	void *p;
+	int e;
+
+	if (!slot)
+		return NULL;
+	p = mmap(slot, len, prot, flags | MAP_FIXED, fd, off);
+	if (p != MAP_FAILED)
+		return p;
+	e = errno;
+	reserve(slot, len);
+	errno = e;
+	return NULL;
+}
+
+static char *place_anon(size_t len)
+{
+	return place(len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+static int skip(const char *action, const char *why, int e)
+{
+	checkpoint(action, "skipped=1 reason=%s%s%s", why, e ? "_" : "", e ? errname(e) : "");
+	return 0;
+}
+
+/* Read one byte per page (read faults only). */
+static unsigned long read_pages(const char *p, size_t len, size_t stride)
+{
+	const volatile char *c = p;
+	unsigned long sum = 0;
+	size_t i;
+
+	for (i = 0; i < len; i += stride)
+		sum += (unsigned long)c[i];
+	return sum;
+}
+
+/* The first line of a sysfs/procfs file, or "" (newline cut). */
+static void read_line(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+
+	buf[0] = 0;
+	if (f) {
+		if (!fgets(buf, (int)size, f))
+			buf[0] = 0;
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = 0;
+}
+
+/* A field (kB) of this process's smaps for the VMA starting at p; -1 if absent. */
+static long smaps_kb(const void *p, const char *key)
+{
+	char line[512], head[32];
+	size_t klen = strlen(key);
+	FILE *f = fopen("/proc/self/smaps", "r");
+	int in = 0;
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	snprintf(head, sizeof(head), "%lx-", (unsigned long)(uintptr_t)p);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, head, strlen(head))) {
+			in = 1;
+		} else if (in && !strncmp(line, key, klen) && line[klen] == ':') {
+			/* Every VMA has the field: the first one after the header is ours. */
+			kb = strtol(line + klen + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+static int swap_active(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/swaps", "r");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n++;
+	fclose(f);
+	return n > 1;	/* a header line, then one per swap area */
+}
+
+#define ZPAGES(len) ((unsigned long)((len) / (size_t)page))
+
+/* Written pages, then PROT_NONE: the pages stay (present, counted). */
+static int zoo_prot_none(void)
+{
+	size_t len = MIB, touched = len / 4;
+	char *p = place_anon(len);
+
+	if (!p)
+		return skip("prot_none", "mmap", errno);
+	touch(p, touched);
+	if (mprotect(p, len, PROT_NONE))
+		return skip("prot_none", "mprotect", errno);
+	checkpoint("prot_none", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p,
+		   len, ZPAGES(len), ZPAGES(touched));
+	return 0;
+}
+
+/* Read faults without THP: every page maps the shared 4 KiB zero page. */
+static int zoo_zero(void)
+{
+	size_t len = MIB;
+	char *p = place_anon(len);
+
+	if (!p)
+		return skip("zero", "mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	read_pages(p, len, (size_t)page);
+	checkpoint("zero", "region=%p bytes=%zu pages=%lu touched=0 read=%lu", (void *)p,
+		   len, ZPAGES(len), ZPAGES(len));
+	return 0;
+}
+
+/* Read faults in THP-enabled memory: one huge zero page per 2 MiB. */
+static int zoo_huge_zero(const char *thp, const char *zero_page)
+{
+	size_t len = 2 * HUGE;
+	char *p;
+
+	if (!thp[0])
+		return skip("huge_zero", "no_thp", 0);
+	if (strstr(thp, "[never]"))
+		return skip("huge_zero", "thp_never", 0);
+	if (zero_page[0] != '1')
+		return skip("huge_zero", "use_zero_page_off", 0);
+	p = place_anon(len);
+	if (!p)
+		return skip("huge_zero", "mmap", errno);
+	if (madvise(p, len, MADV_HUGEPAGE))
+		return skip("huge_zero", "madvise", errno);
+	read_pages(p, len, HUGE);
+	checkpoint("huge_zero", "region=%p bytes=%zu pages=%lu touched=0 read=%lu", (void *)p,
+		   len, ZPAGES(len), (unsigned long)(len / HUGE));
+	return 0;
+}
+
+/* A written THP, then mprotect of its upper half splits VMA and PMD. */
+static int zoo_thp(void)
+{
+	size_t len = HUGE;
+	char *p = place_anon(len);
+	long huge_kb;
+
+	if (!p) {
+		int e = errno;
+
+		skip("thp", "mmap", e);
+		return skip("thp_split", "mmap", e);
+	}
+	madvise(p, len, MADV_HUGEPAGE);
+	touch(p, len);
+	huge_kb = smaps_kb(p, "AnonHugePages");
+	checkpoint("thp", "region=%p bytes=%zu pages=%lu touched=%lu anon_huge_kb=%ld",
+		   (void *)p, len, ZPAGES(len), ZPAGES(len), huge_kb);
+	if (mprotect(p + len / 2, len / 2, PROT_READ))
+		return skip("thp_split", "mprotect", errno);
+	checkpoint("thp_split",
+		   "region=%p upper=%p bytes=%zu pages=%lu touched=%lu upper_touched=%lu anon_huge_kb=%ld",
+		   (void *)p, (void *)(p + len / 2), len / 2, ZPAGES(len / 2), ZPAGES(len / 2),
+		   ZPAGES(len / 2), smaps_kb(p, "AnonHugePages"));
+	return 0;
+}
+
+/* Two 2 MiB hugetlb pages reserved, the first one touched. */
+static int zoo_hugetlb(void)
+{
+	size_t len = 2 * HUGE;
+	char *p = place(len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+	if (!p)
+		return skip("hugetlb", "mmap", errno);
+	touch(p, HUGE);
+	checkpoint("hugetlb", "region=%p bytes=%zu pages=%lu touched=%lu huge_pages=%lu",
+		   (void *)p, len, ZPAGES(len), ZPAGES(HUGE), (unsigned long)(len / HUGE));
+	return 0;
+}
+
+/* Shared anonymous memory (shmem behind /dev/zero), half written. */
+static int zoo_shmem(void)
+{
+	size_t len = MIB;
+	char *p = place(len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (!p)
+		return skip("shmem", "mmap", errno);
+	touch(p, len / 2);
+	checkpoint("shmem", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(len / 2));
+	return 0;
+}
+
+static int zoo_memfd(void)
+{
+	size_t len = MIB;
+	int fd = (int)syscall(__NR_memfd_create, "zoo", MFD_CLOEXEC);
+	char *p;
+
+	if (fd < 0)
+		return skip("memfd", "memfd_create", errno);
+	if (ftruncate(fd, (off_t)len)) {
+		close(fd);
+		return skip("memfd", "ftruncate", errno);
+	}
+	p = place(len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (!p)
+		return skip("memfd", "mmap", errno);
+	touch(p, len / 2);
+	checkpoint("memfd", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(len / 2));
+	return 0;
+}
+
+/* Written, then MADV_DONTNEED (drops at once) or MADV_FREE (lazily) on half. */
+static int zoo_advise(const char *action, int advice)
+{
+	size_t len = MIB;
+	char *p = place_anon(len);
+
+	if (!p)
+		return skip(action, "mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	touch(p, len);
+	if (madvise(p, len / 2, advice))
+		return skip(action, "madvise", errno);
+	checkpoint(action, "region=%p bytes=%zu pages=%lu touched=%lu advised=%lu", (void *)p,
+		   len, ZPAGES(len), ZPAGES(len), ZPAGES(len / 2));
+	return 0;
+}
+
+/* 1 MiB written, then moved to another slot and grown to 1.5 MiB. */
+static int zoo_mremap(void)
+{
+	size_t len = MIB, grown = MIB + MIB / 2;
+	char *p = place_anon(len), *to = zoo_slot();
+	void *q;
+
+	if (!p || !to)
+		return skip("mremap", "mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	touch(p, len);
+	q = mremap(p, len, grown, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+	if (q == MAP_FAILED)
+		return skip("mremap", "mremap", errno);
+	reserve(p, len);
+	checkpoint("mremap", "region=%p old=%p bytes=%zu pages=%lu touched=%lu", q, (void *)p,
+		   grown, ZPAGES(grown), ZPAGES(len));
+	return 0;
+}
+
+/* A private file mapping (at offset 64 KiB) read whole, half written (COW). */
+static int zoo_file_cow(void)
+{
+	size_t len = MIB, off = 64 << 10, done = 0;
+	char path[64], buf[4096];
+	char *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "/tmp/zoo-file-%d", getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return skip("file_cow", "open", errno);
+	memset(buf, 'z', sizeof(buf));
+	while (done < len + off) {
+		ssize_t n = write(fd, buf, sizeof(buf));
+
+		if (n <= 0) {
+			close(fd);
+			unlink(path);
+			return skip("file_cow", "write", errno);
+		}
+		done += (size_t)n;
+	}
+	p = place(len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)off);
+	close(fd);
+	unlink(path);	/* maps then names it "PATH (deleted)" */
+	if (!p)
+		return skip("file_cow", "mmap", errno);
+	read_pages(p, len, (size_t)page);
+	touch(p, len / 2);
+	checkpoint("file_cow",
+		   "region=%p bytes=%zu pages=%lu touched=%lu read=%lu offset=%zu",
+		   (void *)p, len, ZPAGES(len), ZPAGES(len / 2), ZPAGES(len), off);
+	return 0;
+}
+
+static int zoo_mlock(void)
+{
+	size_t len = MIB;
+	char *p = place_anon(len);
+
+	if (!p)
+		return skip("mlock", "mmap", errno);
+	if (mlock(p, len))
+		return skip("mlock", "mlock", errno);
+	checkpoint("mlock", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(len));
+	return 0;
+}
+
+/* Written, then pushed out to swap with MADV_PAGEOUT (5.4+). */
+static int zoo_pageout(void)
+{
+	size_t len = MIB;
+	char *p;
+
+	if (!swap_active())
+		return skip("pageout", "no_swap", 0);
+	p = place_anon(len);
+	if (!p)
+		return skip("pageout", "mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	touch(p, len);
+	if (madvise(p, len, MADV_PAGEOUT))
+		return skip("pageout", "madvise", errno);
+	checkpoint("pageout", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(len));
+	return 0;
+}
+
+/* A range registered with userfaultfd (missing mode); some pages touched before. */
+static int zoo_uffd(void)
+{
+	size_t len = MIB, touched = 16 * (size_t)page;
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	char *p;
+
+	if (fd < 0)
+		return skip("uffd", "userfaultfd", errno);
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		close(fd);
+		return skip("uffd", "uffdio_api", errno);
+	}
+	p = place_anon(len);
+	if (!p) {
+		close(fd);
+		return skip("uffd", "mmap", errno);
+	}
+	madvise(p, len, MADV_NOHUGEPAGE);
+	touch(p, touched);
+	reg.range.start = (unsigned long)(uintptr_t)p;
+	reg.range.len = len;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(fd, UFFDIO_REGISTER, &reg)) {
+		close(fd);
+		return skip("uffd", "uffdio_register", errno);
+	}
+	/* fd stays open (and the range registered) until exit; nothing touches it. */
+	checkpoint("uffd", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(touched));
+	return 0;
+}
+
+/* memfd_secret (5.14+, often disabled): pages out of the kernel's direct map. */
+static int zoo_secret(void)
+{
+	size_t len = MIB, touched = 16 * (size_t)page;
+	int fd = (int)syscall(__NR_memfd_secret, 0);
+	char *p;
+
+	if (fd < 0)
+		return skip("secret", "memfd_secret", errno);
+	if (ftruncate(fd, (off_t)len)) {
+		close(fd);
+		return skip("secret", "ftruncate", errno);
+	}
+	p = place(len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (!p)
+		return skip("secret", "mmap", errno);
+	touch(p, touched);
+	checkpoint("secret", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(touched));
+	return 0;
+}
+
+/* A MAP_GROWSDOWN mapping, its top pages touched (no growth). */
+static int zoo_growsdown(void)
+{
+	size_t len = MIB, touched = 16 * (size_t)page;
+	char *p = place(len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0);
+
+	if (!p)
+		return skip("growsdown", "mmap", errno);
+	touch(p + len - touched, touched);
+	checkpoint("growsdown", "region=%p bytes=%zu pages=%lu touched=%lu", (void *)p, len,
+		   ZPAGES(len), ZPAGES(touched));
+	return 0;
+}
+
+/* Written, then guard regions (6.13+) over the first 16 pages: they are zapped. */
+static int zoo_guard(void)
+{
+	size_t len = MIB, guarded = 16 * (size_t)page;
+	char *p = place_anon(len);
+
+	if (!p)
+		return skip("guard", "mmap", errno);
+	madvise(p, len, MADV_NOHUGEPAGE);
+	touch(p, len);
+	if (madvise(p, guarded, MADV_GUARD_INSTALL))
+		return skip("guard", "madvise", errno);
+	checkpoint("guard", "region=%p bytes=%zu pages=%lu touched=%lu guarded=%lu",
+		   (void *)p, len, ZPAGES(len), ZPAGES(len), ZPAGES(guarded));
+	return 0;
+}
+
+static int zoo(void)
+{
+	char thp[128], zero_page[16];
+	char *p = mmap(NULL, (ZOO_SLOTS + 1) * ZOO_SLOT, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return 1;
+	/* Slots start 2 MiB-aligned; the slack stays reserved. */
+	zoo_base = (char *)(((uintptr_t)p + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof(thp));
+	read_line("/sys/kernel/mm/transparent_hugepage/use_zero_page", zero_page,
+		  sizeof(zero_page));
+
+	zoo_prot_none();
+	zoo_zero();
+	zoo_huge_zero(thp, zero_page);
+	zoo_thp();
+	zoo_hugetlb();
+	zoo_shmem();
+	zoo_memfd();
+	zoo_advise("dontneed", MADV_DONTNEED);
+	zoo_advise("free", MADV_FREE);
+	zoo_mremap();
+	zoo_file_cow();
+	zoo_mlock();
+	zoo_pageout();
+	zoo_uffd();
+	zoo_secret();
+	zoo_growsdown();
+	zoo_guard();
+	return 0;
+}
+
 /* N one-page mappings whose protections alternate, so none merge. */
 static int many_maps(int n)
 {
@@ -314,6 +865,8 @@ int main(int argc, char **argv)
 		return mmaps();
 	if (!strcmp(scenario, "thread"))
 		return thread();
+	if (!strcmp(scenario, "zoo"))
+		return zoo();
 	if (!strcmp(scenario, "maps"))
 		return many_maps(n > 0 ? n : 3000);
 	if (!strcmp(scenario, "threads"))
@@ -322,6 +875,6 @@ int main(int argc, char **argv)
 		return stress(n > 0 ? n : 3600);
 	if (!strcmp(scenario, "idle"))
 		return idle();
-	fprintf(stderr, "usage: app heap|stack|demand|mmap|thread|maps N|threads N|stress S|idle\n");
+	fprintf(stderr, "usage: app heap|stack|demand|mmap|thread|zoo|maps N|threads N|stress S|idle\n");
 	return 2;
 }

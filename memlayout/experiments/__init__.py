@@ -1,6 +1,6 @@
 """Stage 3, the experiments: the app's scenarios, captured and checked at every checkpoint.
 
-One file per scenario (heap, stack, demand, mmap, thread), each a
+One file per scenario (heap, stack, demand, mmap, thread, zoo), each a
 :class:`~memlayout.experiments.base.Scenario` with its rules, summary and plots;
 :func:`select` finds one by name. ``app`` drives guest/app.c from the host.
 """
@@ -13,11 +13,13 @@ from typing import Any
 
 from ..guest.remote import Remote
 from ..rundir import GuestDir
-from . import demand, heap, mmap, stack, thread
+from . import demand, heap, mmap, stack, thread, zoo
 from .base import Experiment, Scenario, select
 
 # The order the pipeline runs them in, and the report shows them in.
-SCENARIOS = tuple(m.name for m in (heap.Heap, stack.Stack, demand.Demand, mmap.Mmap, thread.Thread))
+SCENARIOS = tuple(
+    m.name for m in (heap.Heap, stack.Stack, demand.Demand, mmap.Mmap, thread.Thread, zoo.Zoo)
+)
 
 __all__ = ["SCENARIOS", "Experiment", "ExperimentsResult", "Scenario", "run", "select"]
 

@@ -27,7 +27,22 @@ from . import app as app_mod
 Point = dict[str, Any]
 PAGE = 4096
 # Addresses in a checkpoint whose VMA is looked up: the point gets "<key>_vma".
-ADDRESS_KEYS = ("ptr", "region", "sp", "thread_sp")
+ADDRESS_KEYS = ("ptr", "region", "sp", "thread_sp", "upper")
+# The module's fields of that VMA kept in the point (present..file: see FORMAT.md's vma record).
+VMA_KEYS = (
+    "start",
+    "end",
+    "kind",
+    "rss",
+    "size",
+    "present",
+    "swap",
+    "hugetlb",
+    "perms",
+    "flags",
+    "pgoff",
+    "file",
+)
 
 
 @dataclass
@@ -128,11 +143,7 @@ def measure(record: ProcRecord, checkpoint: Point) -> Point:
     for key in ADDRESS_KEYS:
         if isinstance(point.get(key), int):
             vma = vma_containing(record, int(point[key]))
-            point[f"{key}_vma"] = (
-                None
-                if vma is None
-                else {k: vma.get(k) for k in ("start", "end", "kind", "rss", "size")}
-            )
+            point[f"{key}_vma"] = None if vma is None else {k: vma.get(k) for k in VMA_KEYS}
     return point
 
 
@@ -200,8 +211,11 @@ class Scenario:
         return exp
 
     @staticmethod
-    def _capture(remote: Remote, pid: int, checkpoint: Point, exp: Experiment) -> None:
-        cap = capture(remote, pid)
+    def _capture(
+        remote: Remote, pid: int, checkpoint: Point, exp: Experiment, va: int | None = None
+    ) -> None:
+        """Capture and verify one checkpoint; ``va`` also translates that address (pagemap)."""
+        cap = capture(remote, pid, va=va)
         if cap.record is None:
             exp.rule(
                 f"step {checkpoint.get('step')}: module record",
