@@ -336,7 +336,8 @@ class Machine:
         self.shutdown(hard=True)
 
     def _cleanup(self) -> None:
-        if self._sock_dir is not None and not self.detached:
+        """QEMU is gone (shutdown and failed launches call this): its socket directory goes."""
+        if self._sock_dir is not None:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
             self._sock_dir = None
 

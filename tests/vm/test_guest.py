@@ -66,6 +66,16 @@ def test_clean_shutdown_leaves_no_qemu(tmp_path: Path) -> None:
         assert pid is not None and pid_alive(pid)
     assert m.returncode == 0  # powered down, not killed
     assert not pid_alive(pid)
+    assert m.spec is not None and not m.spec.qmp_socket.parent.exists()
+
+
+def test_a_detached_machine_leaves_nothing_after_shutdown(tmp_path: Path) -> None:
+    m = machine(tmp_path, detached=True)
+    m.launch()
+    assert m.spec is not None and m.spec.qmp_socket.parent.exists()
+    assert m.shutdown(hard=True) == "killed"
+    assert m.pid is not None and not pid_alive(m.pid)
+    assert not m.spec.qmp_socket.parent.exists()
 
 
 def test_kernel_panic_is_reported_with_the_console_and_qemu_is_gone(tmp_path: Path) -> None:
