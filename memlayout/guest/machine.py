@@ -248,14 +248,29 @@ class Machine:
 
     # -- context manager -------------------------------------------------------
 
-    def __enter__(self) -> Machine:
-        self.launch()
+    def start(self, timeout: float = 180.0, port_retries: int = 2) -> Machine:
+        """Launch and wait for sshd; QEMU is gone if this raises.
+
+        The SSH port is free when picked but another program may bind it before QEMU
+        does: QEMU then cannot set up host forwarding, and the machine launches again.
+        """
         try:
-            self.wait_for_ssh()
+            self.launch()
+            self.wait_for_ssh(timeout=timeout)
+        except VMError as exc:
+            self.shutdown(hard=True)
+            if "host forwarding" not in str(exc) or port_retries <= 0:
+                raise
+            self.report("vm: the SSH port was taken meanwhile; launching again on another")
+            self._popen, self._pid, self.spec = None, None, None
+            return self.start(timeout, port_retries - 1)
         except BaseException:
             self.shutdown(hard=True)
             raise
         return self
+
+    def __enter__(self) -> Machine:
+        return self.start()
 
     def __exit__(
         self,
@@ -318,10 +333,8 @@ class Machine:
         try:
             if self.is_running():
                 soft = None if hard or self.spec is None else self._soft_stop(timeout)
-                if soft is None:
-                    self._kill()
                 how = soft or "killed"
-        finally:
+        finally:  # kills QEMU when the soft stop did not end it
             self._kill()
             self._cleanup()
         if how == "killed" and not hard:

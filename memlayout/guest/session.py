@@ -62,23 +62,6 @@ def saved_state_of(m: Machine) -> SavedState:
     return saved_state_for(cache_dir(), m.image.guest, m.image.sha256, key)
 
 
-def _start(m: Machine, timeout: float = 180.0, retries: int = 2) -> Machine:
-    try:
-        m.launch()
-        m.wait_for_ssh(timeout=timeout)
-    except VMError as exc:
-        m.shutdown(hard=True)
-        if "host forwarding" not in str(exc) or retries <= 0:
-            raise
-        # Another program took the free port between our check and QEMU's bind: once more.
-        m.report("vm: the SSH port was taken meanwhile; launching again on another")
-        return _start(_again(m, m.resume_from), timeout, retries - 1)
-    except BaseException:
-        m.shutdown(hard=True)
-        raise
-    return m
-
-
 def boot(
     opts: GuestOptions,
     files: GuestDir,
@@ -89,26 +72,26 @@ def boot(
     """A running machine with sshd answering: resumed from a saved state when one matches."""
     cold = prepare(opts, files, detached=detached, report=report)
     if not opts.resume:
-        return _start(cold)
+        return cold.start()
     target = saved_state_of(cold)
     cold_seconds = 0.0
     with locked(target.directory.with_name(f".{target.directory.name}.lock"), report):
         if not target.ready():
-            _start(cold)
+            cold.start()
             cold_seconds = cold.boot_seconds
             try:
                 seconds = cold.save_state(target)
             except MemlayoutError as exc:  # QMP or disk trouble: the guest still boots, cold
                 report(f"vm: could not save the booted state ({exc}); booting cold")
-                return _start(_again(cold, None))
+                return _again(cold, None).start()
             report(f"vm: saved the booted state in {seconds:.1f} s ({target.directory})")
     warm = _again(cold, target)
     try:
-        _start(warm, timeout=60)
+        warm.start(timeout=60)
     except VMError as exc:
         report(f"vm: the saved state did not resume ({exc.summary()}); booting cold")
         target.discard()
-        return _start(_again(cold, None))
+        return _again(cold, None).start()
     warm.cold_boot_seconds = cold_seconds
     return warm
 

@@ -112,8 +112,9 @@ def build(remote: Remote, files: GuestDir | None = None, *, force: bool = False)
         if not force and kept.restore(remote, stamp):
             result = BuildResult(time.monotonic() - started, kept.log(), pushed, skipped=True)
         else:
-            result = _kbuild(remote, stamp, pushed, started, files)
+            result = _kbuild(remote, stamp, pushed, started, files)  # writes build.log itself
             kept.save(remote, result.log)
+            return result
     if files is not None:
         files.create()
         files.build_log.write_text(result.log)
