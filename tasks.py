@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
@@ -70,9 +71,9 @@ from memlayout.rundir import RunDir
 GUEST_HELP = {"guest": f"guest profile ({', '.join(PROFILES)})"}
 VM_HELP = {
     **GUEST_HELP,
-    "accel": "auto (probe KVM, else TCG), kvm or tcg",
-    "cpu": f"QEMU CPU model (default {DEFAULT_CPU}: Intel, 4-level paging, PTI)",
-    "mirror": "Debian mirror URL for building images (default: mmdebstrap's own)",
+    "accel": "auto (probe KVM, else TCG; the default), kvm or tcg [memlayout.accel]",
+    "cpu": f"QEMU CPU model (default {DEFAULT_CPU}: Intel, 4-level paging, PTI) [memlayout.cpu]",
+    "mirror": "Debian mirror URL for images (default: mmdebstrap's own) [memlayout.mirror]",
 }
 
 
@@ -113,10 +114,35 @@ def task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Task[Any]
     return wrap
 
 
+# Defaults a user sets once instead of on every task: `memlayout: {accel: tcg}` in
+# ~/.invoke.yaml (or /etc/invoke.yaml, or invoke.yaml beside tasks.py), or the
+# environment (INVOKE_MEMLAYOUT_ACCEL=tcg). An option given on the command line wins.
+SETTINGS = {"accel": "auto", "cpu": DEFAULT_CPU, "mirror": ""}
+
+
+def _setting(c: Context, name: str, given: str | None) -> str | None:
+    """The command line's value, else the invoke configuration's, else the default."""
+    if given:
+        return given
+    value = str(c.config.get("memlayout", {}).get(name) or SETTINGS[name])
+    return value or None
+
+
 def _opts(
-    guest: str, accel: str, cpu: str, mirror: str | None, resume: bool = True
+    c: Context,
+    guest: str,
+    accel: str | None,
+    cpu: str | None,
+    mirror: str | None,
+    resume: bool = True,
 ) -> GuestOptions:
-    return GuestOptions(guest=guest, accel=accel, cpu=cpu, mirror=mirror, resume=resume)
+    return GuestOptions(
+        guest=guest,
+        accel=_setting(c, "accel", accel) or "auto",
+        cpu=_setting(c, "cpu", cpu) or DEFAULT_CPU,
+        mirror=_setting(c, "mirror", mirror),
+        resume=resume,
+    )
 
 
 def _number(value: str, what: str) -> int:
@@ -159,7 +185,7 @@ def image_(
     base = ensure_image(
         get_profile(guest),
         cache_dir(),
-        mirror=mirror,
+        mirror=_setting(c, "mirror", mirror),
         allow_expired=allow_expired_release,
         rebuild=rebuild,
     )
@@ -171,13 +197,13 @@ def image_(
 def up(
     c: Context,
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
     resume: bool = True,
 ) -> None:
     """Boot a guest and leave it running; its state goes to the run directory."""
-    opts = _opts(guest, accel, cpu, mirror, resume)
+    opts = _opts(c, guest, accel, cpu, mirror, resume)
     if live_state(guest):
         raise UsageError(f"a {guest} VM is already running (invoke down --guest {guest})")
     run = RunDir.new(f"up-{guest}")
@@ -237,12 +263,12 @@ def status(c: Context, guest: str = DEFAULT_GUEST) -> None:
 def build(
     c: Context,
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Push kernel-module/ and guest/ to the guest and build them there (warnings fail)."""
-    g = _run_stages(_opts(guest, accel, cpu, mirror), "build", pipeline.Plan(stages=("build",)))
+    g = _run_stages(_opts(c, guest, accel, cpu, mirror), "build", pipeline.Plan(stages=("build",)))
     print(g.files.build_log)
 
 
@@ -250,13 +276,13 @@ def build(
 def hello(
     c: Context,
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Step 1: build, load and unload the Hello World module; print its kernel log lines."""
     g = _run_stages(
-        _opts(guest, accel, cpu, mirror), "hello", pipeline.Plan(stages=("build", "hello"))
+        _opts(c, guest, accel, cpu, mirror), "hello", pipeline.Plan(stages=("build", "hello"))
     )
     assert g.hello is not None
     for load in (g.hello.load, g.hello.bad):
@@ -269,13 +295,13 @@ def hello(
 def lookup(
     c: Context,
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """find=pid and find=list: the same task for each target, and what each lookup costs."""
     plan = pipeline.Plan(stages=("build", "lookup"))
-    g = _run_stages(_opts(guest, accel, cpu, mirror), "lookup", plan)
+    g = _run_stages(_opts(c, guest, accel, cpu, mirror), "lookup", plan)
     assert g.lookup is not None
     for comp in g.lookup.comparisons:
         print(f"{comp.name} ({comp.pid}): {comp.found} {'same' if comp.same else 'DIFFERENT'}")
@@ -301,8 +327,8 @@ def inspect(
     json_: bool = False,
     va: str | None = None,
     walk: bool = False,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Load procmem.ko for PID, print its record, unload it."""
@@ -310,7 +336,7 @@ def inspect(
         raise UsageError("inspect: --pid is required")
     target = _number(pid, "--pid")
     address = _number(va, "--va") if va else None
-    opts = _opts(guest, accel, cpu, mirror)
+    opts = _opts(c, guest, accel, cpu, mirror)
     run = RunDir.new(f"inspect-{guest}")
     cap = pipeline.inspect(opts, run.guest(guest), target, va=address, walk=walk)
     failure = cap.failure()
@@ -327,14 +353,14 @@ def verify(
     c: Context,
     pid: str = "",
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Freeze PID, compare the module's record with /proc; non-zero exit on any mismatch."""
     pids = (_number(pid, "--pid"),) if pid else ()
     plan = pipeline.Plan(stages=("build", "verify"), pids=pids)
-    g = _run_stages(_opts(guest, accel, cpu, mirror), "verify", plan)
+    g = _run_stages(_opts(c, guest, accel, cpu, mirror), "verify", plan)
     assert g.verify is not None
     for t in g.verify.targets:
         bad = t.verification.failures
@@ -350,13 +376,13 @@ def experiments(
     c: Context,
     guest: str = DEFAULT_GUEST,
     scenario: list[str] | None = None,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Run the app's scenarios with the module at every checkpoint; save data and plots."""
     plan = pipeline.Plan(stages=("build", "experiments"), scenarios=tuple(scenario or ()))
-    g = _run_stages(_opts(guest, accel, cpu, mirror), "experiments", plan)
+    g = _run_stages(_opts(c, guest, accel, cpu, mirror), "experiments", plan)
     assert g.experiments is not None
     for name, exp in g.experiments.experiments.items():
         bad = [r for r in exp.rules if not r.ok]
@@ -379,8 +405,8 @@ def cycles(
     stress: bool = False,
     pid: str = "",
     guest: str = DEFAULT_GUEST,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
 ) -> None:
     """Run COUNT insmod/rmmod cycles in one guest loop; fail on any oops, BUG or warning."""
@@ -392,7 +418,7 @@ def cycles(
         stress=count if stress else 0,
         cycle_pid=_number(pid, "--pid") if pid else None,
     )
-    g = _run_stages(_opts(guest, accel, cpu, mirror), "cycles", plan)
+    g = _run_stages(_opts(c, guest, accel, cpu, mirror), "cycles", plan)
     stats = g.stress if stress else g.cycles
     assert stats is not None
     s = stats.summary()
@@ -419,8 +445,8 @@ def cycles(
 def all(
     c: Context,
     guest: list[str] | None = None,
-    accel: str = "auto",
-    cpu: str = DEFAULT_CPU,
+    accel: str | None = None,
+    cpu: str | None = None,
     mirror: str | None = None,
     cycles: int = 100,
     stress: int = 0,
@@ -429,7 +455,7 @@ def all(
     """Everything: image, boot, build, verify, experiments, cycles, report, bundle; per guest."""
     if cycles < 0 or stress < 0:
         raise UsageError("--cycles and --stress must not be negative")
-    guests = [_opts(name, accel, cpu, mirror) for name in guest or [DEFAULT_GUEST]]
+    guests = [_opts(c, name, accel, cpu, mirror) for name in guest or [DEFAULT_GUEST]]
     sub = submission_mod.load(cli_authors=author or None)
     result = pipeline.run_all(
         guests, RunDir.new("all"), pipeline.Plan(cycles=cycles, stress=stress), sub
@@ -494,3 +520,9 @@ def submission(c: Context, run: str = "", author: list[str] | None = None) -> No
         raise UsageError(f"{run_dir.path} has no report.pdf: run invoke all or invoke report")
     sub = submission_mod.load(cli_authors=author or None)
     print(submission_mod.make_bundle(run_dir, sub))
+
+
+# The tasks above, plus the configuration keys invoke reads from its files and from
+# INVOKE_MEMLAYOUT_* variables (it only takes variables for keys it knows).
+ns = Collection.from_module(sys.modules[__name__])
+ns.configure({"memlayout": SETTINGS})

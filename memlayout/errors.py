@@ -92,3 +92,7 @@ class RecordError(MemlayoutError, ValueError):
 
 class SubmissionError(MemlayoutError):
     """The hand-in bundle could not be made."""
+
+
+class ReportError(MemlayoutError):
+    """The report could not be rendered (the run's data stay on disk)."""

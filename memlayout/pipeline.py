@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import experiments
-from .errors import MemlayoutError, UsageError
+from .errors import MemlayoutError, ReportError, UsageError
 from .guest.console import find_trouble
 from .guest.qemu import qemu_version
 from .guest.remote import Remote
@@ -277,7 +277,12 @@ def run_all(
     summary["seconds"] = round(time.time() - started, 1)
     write_json(run.run_json, summary)
     report_started = time.monotonic()
-    render(run)
+    try:
+        render(run)
+    except ReportError as exc:  # the stages' data are safe on disk; say so and stop
+        summary["report_error"] = str(exc)
+        write_json(run.run_json, summary)
+        raise
     summary["stages"]["report"] = round(time.monotonic() - report_started, 2)
     bundle = make_bundle(run, submission)
     summary["bundle"] = str(bundle)

@@ -17,7 +17,9 @@
         dmesg.txt                  the guest's whole kernel log
         console.log                the serial console
         qemu-cmdline.txt, qemu-stderr.log, vm.json, overlay.qcow2
-    runs/latest -> the newest run
+    runs/latest -> the newest run of `invoke all` (its report.pdf stays there
+                                   whatever single-stage tasks run afterwards)
+    runs/latest-<task> -> the newest run of one task (latest-verify, latest-up, ...)
     runs/active-<guest>.json       the VM `invoke up` left running
 
 Every reader and writer of these files goes through :class:`RunDir` and
@@ -149,6 +151,14 @@ class GuestDir:
         }
 
 
+def _point(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symlink to ``target``, atomically (rename over it)."""
+    tmp = link.with_name(f".{link.name}-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.name)
+    os.replace(tmp, link)
+
+
 @dataclass(frozen=True)
 class RunDir:
     """One run: ``runs/<run-id>/``."""
@@ -156,8 +166,12 @@ class RunDir:
     path: Path
 
     @classmethod
-    def new(cls, prefix: str = "", base: Path | None = None) -> RunDir:
-        """Create a fresh run directory and point ``latest`` at it."""
+    def new(cls, prefix: str = "all", base: Path | None = None) -> RunDir:
+        """Create a fresh run directory and point its task's ``latest`` link at it.
+
+        ``prefix`` starts with the task's name ("all", "verify-debian-bookworm", ...):
+        ``runs/latest`` follows `invoke all` only, ``runs/latest-<task>`` every task.
+        """
         base = base or runs_dir()
         base.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -168,11 +182,8 @@ class RunDir:
             n += 1
             path = base / f"{name}.{n}"
         path.mkdir()
-        link = base / "latest"
-        tmp = base / f".latest-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(path.name)
-        os.replace(tmp, link)
+        task = prefix.split("-", 1)[0] or "all"
+        _point(base / ("latest" if task == "all" else f"latest-{task}"), path)
         return cls(path)
 
     @classmethod

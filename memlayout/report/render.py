@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jinja2
 
+from ..errors import ReportError
 from ..humanize import hexaddr, human_bytes
 from ..paths import REPO_ROOT
 from ..rundir import RunDir
@@ -36,9 +37,15 @@ def render(run: RunDir, *, sources: bool = True) -> RunDir:
 
     ``sources=False`` leaves out the source appendices (a quicker draft).
     """
-    from weasyprint import HTML
-
     html = render_html(build_context(run, sources=sources))
     run.report_html.write_text(html)
+    try:
+        from weasyprint import HTML
+    except (ImportError, OSError) as exc:  # it loads Pango and HarfBuzz when imported
+        raise ReportError(
+            f"cannot render the PDF: {exc} (install the libraries with bash ci/setup.sh); "
+            f"the run's data and report.html are in {run.path}: "
+            f"render it later with invoke report --run {run.path}"
+        ) from exc
     HTML(string=html, base_url=str(run.path)).write_pdf(run.report_pdf)
     return run

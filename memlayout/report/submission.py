@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
 import time
-import tomllib
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (Ubuntu 22.04): the same parser, from PyPI
+    import tomli as tomllib
 
 from ..errors import SubmissionError
 from ..paths import REPO_ROOT

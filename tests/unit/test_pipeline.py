@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memlayout import pipeline
-from memlayout.errors import UsageError, VMError
+from memlayout.errors import ReportError, UsageError, VMError
 from memlayout.guest.session import GuestOptions
 from memlayout.report.submission import Submission
 from memlayout.rundir import GuestDir, RunDir
@@ -74,3 +75,33 @@ def test_unknown_stage_is_a_usage_error() -> None:
 def test_unknown_guest_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="known guests"):
         GuestOptions("debian-potato")
+
+
+def test_run_all_without_a_pdf_library_keeps_run_json_and_names_the_error(
+    fake_guests: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    monkeypatch.setitem(sys.modules, "weasyprint", None)
+    with pytest.raises(ReportError):
+        pipeline.run_all([GuestOptions()], run, pipeline.Plan(), Submission(), report=print)
+    summary = json.loads(run.run_json.read_text())
+    assert summary["stages"]["debian-bookworm"] == {"boot": 1.5, "build": 2.0}
+    assert "invoke report --run" in summary["report_error"]
+    assert run.report_html.exists() and not run.report_pdf.exists()
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "links"),
+    [
+        (["all"], {"latest": 0}),
+        (["all", "verify-debian-bookworm"], {"latest": 0, "latest-verify": 1}),
+        (["all", "up-debian-bookworm", "all"], {"latest": 2, "latest-up": 1}),
+    ],
+)
+def test_latest_follows_invoke_all_and_each_task_has_its_own(
+    tmp_path: Path, prefixes: list[str], links: dict[str, int]
+) -> None:
+    runs = [RunDir.new(prefix, base=tmp_path) for prefix in prefixes]
+    made = {p.name: runs.index(RunDir(p.resolve())) for p in tmp_path.iterdir() if p.is_symlink()}
+    assert made == links

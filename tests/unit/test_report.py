@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pypdf import PdfReader
 
+from memlayout.errors import ReportError
 from memlayout.experiments import select
 from memlayout.experiments.base import Experiment
 from memlayout.report import excerpts, render
@@ -260,3 +262,20 @@ def test_two_guests_are_compared(tmp_path: Path) -> None:
     assert "second-guest" in text
     cycles = load(SAMPLE / GUEST / "cycles.json")
     assert text.count(f"{cycles['p50_ms']} ms") >= 4  # two cycle tables and two table rows
+
+
+def test_a_missing_pdf_library_keeps_the_run_and_says_how_to_render_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = copy_sample(tmp_path)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # import fails as without Pango
+    with pytest.raises(ReportError) as caught:
+        render_pdf(run_dir)
+    message = str(caught.value)
+    assert "bash ci/setup.sh" in message
+    assert f"invoke report --run {run_dir}" in message
+    assert not (run_dir / "report.pdf").exists()
+    for rel, data in before.items():  # nothing of the run is lost or changed
+        assert (run_dir / rel).read_bytes() == data, rel
+    assert (run_dir / "report.html").stat().st_size > 10_000
