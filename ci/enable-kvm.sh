@@ -12,6 +12,13 @@ if [ ! -e /dev/kvm ]; then
 	exit 0
 fi
 
+if ! command -v udevadm >/dev/null; then
+	# No udev (a container, a chroot): nothing re-applies rules; leave the node alone.
+	echo "enable-kvm: no udev on this machine; /dev/kvm left as it is"
+	ls -l /dev/kvm
+	exit 0
+fi
+
 # A udev rule, so the mode survives udev re-applying its rules to the node.
 echo 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"' |
 	$SUDO tee /etc/udev/rules.d/99-kvm4all.rules >/dev/null

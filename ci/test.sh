@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check memlayout tests tasks.py ci/benchmark.py
 .venv/bin/ruff format --check memlayout tests tasks.py ci/benchmark.py
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Temporary folders under runs/, so an uploaded runs/ artifact carries the tests' logs too.
+mkdir -p runs
+exec .venv/bin/pytest --basetemp=runs/pytest "$@"
