@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.patches import Rectangle
-
 from ..humanize import human_bytes
 from ..plotting import new_figure, save_figure
 
@@ -104,6 +102,8 @@ def block_y(blocks: list[Block], addr: int) -> float | None:
 
 
 def _draw_blocks(ax: Any, blocks: list[Block], gaps: list[tuple[float, int]]) -> None:
+    from matplotlib.patches import Rectangle
+
     label_every = max(1, len(blocks) // LABELS_AT_MOST)
     for i, b in enumerate(blocks):
         colour = KIND_COLOURS.get(b.kind, "#dddddd")
@@ -170,6 +170,8 @@ def draw_layout(record: Json, title: str, out: Path) -> tuple[list[Path], float]
     total, gaps = place(blocks)
     height = min(9.0, max(4.5, 0.16 * total + 1.5))
     fig, ax = new_figure(FIGURE_WIDTH, height)
+    from matplotlib.patches import Rectangle  # after new_figure: matplotlib is loaded
+
     _draw_blocks(ax, blocks, gaps)
     last_text = _mark_regions(ax, blocks, record.get("regions") or {})
     handles = [
