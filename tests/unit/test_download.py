@@ -28,8 +28,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.path == "/disk1.img":
             rng = self.headers.get("Range")
             Handler.served_ranges.append(rng or "")
+            start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
+            if rng and self.honour_range and start >= len(PAYLOAD):
+                # What real servers say to a range past the end: 416 and the full size.
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if rng and self.honour_range:
-                start = int(rng.removeprefix("bytes=").rstrip("-"))
                 body = PAYLOAD[start:]
                 self.send_response(206)
             else:
@@ -73,6 +80,28 @@ def test_download_resumes_a_partial_file(server: str, tmp_path: Path) -> None:
     dest = download.download(server + "/disk1.img", tmp_path / "disk1.img", SHA, report=print)
     assert dest.read_bytes() == PAYLOAD
     assert Handler.served_ranges == ["bytes=300000-"]
+
+
+def test_a_complete_part_file_is_finished_not_fetched_again(server: str, tmp_path: Path) -> None:
+    """An earlier run fetched everything but did not rename: the server answers 416."""
+    (tmp_path / "disk1.img.part").write_bytes(PAYLOAD)
+    notes: list[str] = []
+    dest = download.download(
+        server + "/disk1.img", tmp_path / "disk1.img", SHA, report=notes.append
+    )
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "disk1.img.part").exists()
+    assert Handler.served_ranges == [f"bytes={len(PAYLOAD)}-"]
+    assert any("complete already" in note for note in notes)
+
+
+def test_a_wrong_part_file_past_the_end_is_fetched_again_from_the_start(
+    server: str, tmp_path: Path
+) -> None:
+    (tmp_path / "disk1.img.part").write_bytes(b"x" * (len(PAYLOAD) + 10))
+    dest = download.download(server + "/disk1.img", tmp_path / "disk1.img", SHA, report=print)
+    assert dest.read_bytes() == PAYLOAD
+    assert Handler.served_ranges == [f"bytes={len(PAYLOAD) + 10}-", ""]
 
 
 def test_checksum_mismatch_deletes_the_file_and_says_so(server: str, tmp_path: Path) -> None:
