@@ -6,12 +6,15 @@ import hashlib
 import http.server
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from memlayout.guest import download
+from memlayout.errors import ImageError
+from memlayout.guest import cloud, download
+from memlayout.guest.profiles import PROFILES, GuestProfile
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -119,3 +122,27 @@ def test_unreachable_server_fails_fast_with_a_clear_message(tmp_path: Path) -> N
         port = s.getsockname()[1]
     with pytest.raises(download.DownloadError, match="internet"):
         download.fetch_text(f"http://127.0.0.1:{port}/SHA256SUMS", timeout=2)
+
+
+def xenial_at(server: str, sums: str = "/SHA256SUMS") -> GuestProfile:
+    return replace(
+        PROFILES["ubuntu-xenial"], image_url=server + "/disk1.img", sums_url=server + sums
+    )
+
+
+def test_the_pinned_disk_is_fetched_when_sha256sums_agrees(server: str, tmp_path: Path) -> None:
+    disk = cloud.fetch_cloud_disk(xenial_at(server), SHA, tmp_path, print)
+    assert disk.read_bytes() == PAYLOAD and disk.name == f"{SHA[:16]}-disk1.img"
+
+
+def test_a_sha256sums_that_contradicts_the_pin_stops_the_build(server: str, tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="pinned"):
+        cloud.fetch_cloud_disk(xenial_at(server), "f" * 64, tmp_path, print)
+    assert Handler.served_ranges == []  # the disk was not even requested
+
+
+def test_without_sha256sums_the_pin_alone_decides(server: str, tmp_path: Path) -> None:
+    notes: list[str] = []
+    disk = cloud.fetch_cloud_disk(xenial_at(server, "/missing"), SHA, tmp_path, notes.append)
+    assert disk.read_bytes() == PAYLOAD
+    assert any("pinned sha256 alone" in note for note in notes)
