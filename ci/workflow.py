@@ -78,12 +78,17 @@ class Job:
         return cls(workflow, job, spec, env, matrix)
 
     def expand(self, text: str) -> str:
-        """Fill in ``${{ matrix.X }}``; any other expression is an error here."""
+        """Fill in ``${{ matrix.X }}`` and ``${{ vars.X }}``; anything else is an error here.
+
+        A repository variable comes from our own environment, else is empty (as on a fork).
+        """
 
         def one(m: re.Match[str]) -> str:
             expr = m.group(1)
             if expr.startswith("matrix.") and expr[7:] in self.matrix:
                 return self.matrix[expr[7:]]
+            if expr.startswith("vars."):
+                return os.environ.get(expr[5:], "")
             raise SystemExit(f"{self.name}: cannot evaluate ${{{{ {expr} }}}} outside GitHub")
 
         return EXPRESSION.sub(one, text)
@@ -128,7 +133,8 @@ class Runner:
         return not failed
 
     def shell(self, step: dict[str, Any]) -> tuple[bool, str]:
-        env = {**self.job.env, **{k: str(v) for k, v in (step.get("env") or {}).items()}}
+        step_env = {k: self.job.expand(str(v)) for k, v in (step.get("env") or {}).items()}
+        env = {**self.job.env, **step_env}
         script = self.job.expand(str(step["run"]))
         with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
             f.write(script)

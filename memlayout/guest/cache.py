@@ -26,7 +26,7 @@ def builder_for(
     if profile.kind == "debian":
         return DebianBuilder(profile, mirror, allow_expired)
     if profile.kind == "cloud":
-        return CloudBuilder(profile, cache)
+        return CloudBuilder.from_env(profile, cache)
     raise ImageError(f"{profile.name}: no builder for images of kind {profile.kind!r}")
 
 

@@ -6,9 +6,24 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import ImageError
+
+
+def cloud_config(config: dict[str, object]) -> str:
+    """A #cloud-config document. JSON is valid YAML, so it is written with json.dumps:
+    no quoting pitfalls for keys, scripts or commands."""
+    return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
+
+
+def _root_login(authorized_key: str) -> dict[str, object]:
+    return {
+        "disable_root": False,
+        "ssh_pwauth": False,
+        "users": [{"name": "root", "ssh_authorized_keys": [authorized_key]}],
+    }
 
 
 def user_data(
@@ -16,26 +31,31 @@ def user_data(
     authorized_key: str,
     host_private: str,
     host_public: str,
-    packages: tuple[str, ...] = (),
-    runcmd: tuple[str, ...] = (),
+    write_files: Sequence[Mapping[str, str]] = (),
+    runcmd: Sequence[str | Sequence[str]] = (),
 ) -> str:
-    """A #cloud-config that lets root in with our key and pins the host key.
+    """The first boot's #cloud-config: root in with our key, the host key pinned, a script run.
 
-    JSON is valid YAML, so the document is written with json.dumps: no quoting
-    pitfalls for keys or commands.
+    It holds the host's private key: it must not outlive the provisioning boot.
     """
-    config: dict[str, object] = {
-        "disable_root": False,
-        "ssh_pwauth": False,
-        "users": [{"name": "root", "ssh_authorized_keys": [authorized_key]}],
+    config = _root_login(authorized_key) | {
         "ssh_deletekeys": True,
         "ssh_genkeytypes": [],
         "ssh_keys": {"ed25519_private": host_private, "ed25519_public": host_public},
-        "package_update": bool(packages),
-        "packages": list(packages),
-        "runcmd": list(runcmd),
+        "write_files": [dict(f) for f in write_files],
+        "runcmd": [c if isinstance(c, str) else list(c) for c in runcmd],
     }
-    return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
+    return cloud_config(config)
+
+
+def boot_user_data(*, authorized_key: str) -> str:
+    """The #cloud-config kept with the image for every later boot: no secrets.
+
+    With the first boot's instance-id cloud-init runs none of this again; should it ever
+    run, it keeps the provisioned host key (no deletion, no new keys) and root's key.
+    """
+    config = _root_login(authorized_key) | {"ssh_deletekeys": False, "ssh_genkeytypes": []}
+    return cloud_config(config)
 
 
 def meta_data(instance_id: str, hostname: str = "memlayout-guest") -> str:

@@ -13,8 +13,8 @@ def test_user_data_lets_root_in_and_pins_the_host_key() -> None:
         authorized_key="ssh-ed25519 AAAA client",
         host_private="PRIV",
         host_public="ssh-ed25519 BBBB host",
-        packages=("build-essential",),
-        runcmd=("echo hi",),
+        write_files=({"path": "/x", "content": "echo hi\n"},),
+        runcmd=("echo hi", ("/x", "a b")),
     )
     assert text.startswith("#cloud-config\n")
     config = json.loads(text.split("\n", 1)[1])
@@ -23,8 +23,17 @@ def test_user_data_lets_root_in_and_pins_the_host_key() -> None:
         "ed25519_private": "PRIV",
         "ed25519_public": "ssh-ed25519 BBBB host",
     }
-    assert config["packages"] == ["build-essential"] and config["runcmd"] == ["echo hi"]
+    assert config["write_files"] == [{"path": "/x", "content": "echo hi\n"}]
+    assert config["runcmd"] == ["echo hi", ["/x", "a b"]]
     assert config["disable_root"] is False
+    assert "packages" not in config and "package_update" not in config
+
+
+def test_boot_user_data_holds_no_host_key_and_keeps_the_provisioned_one() -> None:
+    config = json.loads(seed.boot_user_data(authorized_key="ssh-ed25519 AAAA c").split("\n", 1)[1])
+    assert "ssh_keys" not in config and "runcmd" not in config
+    assert config["ssh_deletekeys"] is False and config["ssh_genkeytypes"] == []
+    assert config["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAA c"]
 
 
 @pytest.mark.skipif(shutil.which("genisoimage") is None, reason="genisoimage not installed")
