@@ -93,6 +93,11 @@ class Job:
 
         return EXPRESSION.sub(one, text)
 
+    def inputs(self, step: dict[str, Any]) -> dict[str, str]:
+        """The ``with:`` inputs a stand-in reads (the cache key needs GitHub: not read)."""
+        given = step.get("with") or {}
+        return {k: self.expand(str(given[k])) for k in STAND_IN_INPUTS if k in given}
+
     def should_run(self, step: dict[str, Any], failed: bool) -> bool:
         condition = str(step.get("if", "success()"))
         condition = EXPRESSION.sub(lambda m: m.group(1), condition).strip()
@@ -170,12 +175,14 @@ class Runner:
 
     def uses(self, step: dict[str, Any]) -> tuple[bool, str]:
         action = str(step["uses"]).split("@", 1)[0]
-        inputs = {k: self.job.expand(str(v)) for k, v in (step.get("with") or {}).items()}
+        if action not in STAND_INS:
+            return False, f"no stand-in for {action}"
+        inputs = self.job.inputs(step)
         if action == "actions/checkout":
             return True, "(the fresh clone)"
         if action == "actions/cache/restore":
             return True, "(cache miss: a first run)"
-        if action in ("actions/cache/save", "actions/cache", "actions/upload-artifact"):
+        if action in ("actions/cache/save", "actions/upload-artifact"):
             missing = [p for p in self.paths(inputs.get("path", "")) if not self.exists(p)]
             required = action != "actions/upload-artifact" or (
                 inputs.get("if-no-files-found", "warn") == "error"
@@ -194,6 +201,15 @@ class Runner:
         return bool(glob.glob(str(self.workspace / path)))
 
 
+# The actions a job may use, each stood in for by Runner.uses (actions/cache, which
+# saves at the job's end, is not: the workflows restore and save in steps of their own).
+STAND_INS = (
+    "actions/checkout",
+    "actions/cache/restore",
+    "actions/cache/save",
+    "actions/upload-artifact",
+)
+STAND_IN_INPUTS = ("path", "if-no-files-found")
 PASS_THROUGH = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL")
 
 

@@ -120,3 +120,89 @@ def test_check_accel_warns_on_tcg(tmp_path: Path) -> None:
 
 def test_check_accel_warns_without_guest_json(tmp_path: Path) -> None:
     assert "::warning::" in run_check_accel(tmp_path, None)
+
+
+def load_runner_module() -> Any:
+    """ci/workflow.py (a script, not a package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "workflow_runner", REPO_ROOT / "ci" / "workflow.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["workflow_runner"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runner_mod = load_runner_module()
+
+
+def every_job() -> list[tuple[str, str, dict[str, str]]]:
+    """(workflow, job, matrix entry) for every job and every entry of its matrix."""
+    out = []
+    for path in WORKFLOW_FILES:
+        for job_id, job in load_workflow(path)["jobs"].items():
+            entries = job.get("strategy", {}).get("matrix", {})
+            keys = [k for k in entries if k != "include"]
+            if not keys:
+                out.append((path.stem, job_id, {}))
+            for value in entries.get(keys[0], []) if keys else []:
+                out.append((path.stem, job_id, {keys[0]: str(value)}))
+    return out
+
+
+@pytest.mark.parametrize(("workflow", "job_id", "matrix"), every_job())
+def test_the_local_runner_can_run_every_step(
+    workflow: str, job_id: str, matrix: dict[str, str], tmp_path: Path
+) -> None:
+    """ci/workflow.py understands every expression and has a stand-in for every action."""
+    job = runner_mod.Job.load(workflow, job_id, matrix)
+    for step in job.spec["steps"]:
+        job.expand(str(step.get("name", "")))
+        job.expand(str(step.get("run", "")))
+        for value in (step.get("env") or {}).values():
+            job.expand(str(value))
+        assert job.should_run(step, failed=False) in (True, False)
+        if "uses" in step:
+            job.inputs(step)
+            action = step["uses"].split("@")[0]
+            assert action in runner_mod.STAND_INS, f"{workflow}/{job_id}: no stand-in for {action}"
+
+
+@pytest.mark.parametrize(
+    ("condition", "failed", "runs"),
+    [
+        (None, False, True),
+        (None, True, False),
+        ("always()", True, True),
+        ("${{ !cancelled() }}", True, True),
+        ("${{ always() && steps.images.outputs.cache-hit != 'true' }}", True, True),
+        ("failure()", True, True),
+        ("failure()", False, False),
+    ],
+)
+def test_the_local_runner_honours_if(condition: str | None, failed: bool, runs: bool) -> None:
+    job = runner_mod.Job("w", "j", {}, {})
+    step = {"run": "true"} if condition is None else {"run": "true", "if": condition}
+    assert job.should_run(step, failed) is runs
+
+
+def test_the_cache_save_stand_in_fails_when_its_paths_are_missing(tmp_path: Path) -> None:
+    import getpass
+
+    job = runner_mod.Job("w", "j", {}, {})
+    runner = runner_mod.Runner(job, getpass.getuser(), tmp_path, tmp_path / "summary.md")
+    step = {"uses": "actions/cache/save@v5", "with": {"path": "images\n!images/*.tmp", "key": "k"}}
+    ok, detail = runner.uses(step)
+    assert not ok and "images" in detail
+    (tmp_path / "images").mkdir()
+    assert runner.uses(step)[0]
+
+
+def test_the_local_runner_refuses_what_it_cannot_evaluate() -> None:
+    job = runner_mod.Job("w", "j", {}, {}, {"guest": "debian-bookworm"})
+    assert job.expand("--guest ${{ matrix.guest }}") == "--guest debian-bookworm"
+    with pytest.raises(SystemExit, match="cannot evaluate"):
+        job.expand("${{ github.sha }}")
