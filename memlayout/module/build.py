@@ -25,7 +25,8 @@ REMOTE_ROOT = "/root/memlayout"
 MODULE_KO = f"{REMOTE_ROOT}/kernel-module/procmem.ko"
 HELLO_KO = f"{REMOTE_ROOT}/kernel-module/hello/hello.ko"
 APP = f"{REMOTE_ROOT}/guest/app"
-PRODUCTS = (MODULE_KO, HELLO_KO, APP)
+CYCLER = f"{REMOTE_ROOT}/guest/cycler"
+PRODUCTS = (MODULE_KO, HELLO_KO, APP, CYCLER)
 CAPTURE_SH = f"{REMOTE_ROOT}/guest/capture.sh"
 # The kernel log is read and cleared load by load (short reads); what was read
 # is appended here, so this file followed by `dmesg` is the whole log.

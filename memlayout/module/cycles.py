@@ -1,7 +1,8 @@
 """insmod/rmmod cycles against a live process, looped inside the guest.
 
-Cycles run in chunks: each chunk is one shell loop in the guest that times
-every insmod+rmmod pair in nanoseconds; after it the host reads dmesg once,
+Cycles run in chunks: each chunk is one run of guest/cycler, which loads and
+unloads the module through finit_module/delete_module and times every pair in
+nanoseconds; after it the host reads dmesg once,
 checks that every load printed a complete record (or failed cleanly because
 the target moved away) and that the kernel printed no oops, BUG or warning,
 then moves the log into the guest's keep file. In stress mode the target
@@ -24,23 +25,15 @@ from ..guest.console import find_trouble
 from ..guest.remote import Remote
 from ..plotting import new_figure, save_figure
 from ..rundir import GuestDir
-from .build import KMSG_KEEP, MODULE_KO
+from .build import CYCLER, KMSG_KEEP, MODULE_KO
 from .records import parse
 
 CHUNK = 100
 CHUNK_TIMEOUT = 1800.0
 
-LOOP = """\
-n=0
-while [ $n -lt {count} ]; do
-	n=$((n + 1))
-	s=$(date +%s%N)
-	insmod {module} pid={pid} tag=c{chunk}x$n; rc=$?
-	[ $rc -eq 0 ] && rmmod procmem
-	e=$(date +%s%N)
-	echo "cycle $n rc=$rc ns=$((e - s))"
-done
-"""
+# guest/cycler loads and unloads with finit_module/delete_module, the system calls
+# insmod and rmmod make, without starting two processes per cycle.
+LOOP = "{cycler} {module} procmem {count} 'pid={pid} tag=c{chunk}x%u'"
 
 
 @dataclass
@@ -129,9 +122,8 @@ def run(
             else:
                 pid = target_pid
             n = min(CHUNK, count - stats.count)
-            out = remote.run(
-                LOOP.format(count=n, module=MODULE_KO, pid=pid, chunk=chunk), timeout=CHUNK_TIMEOUT
-            ).stdout
+            loop = LOOP.format(cycler=CYCLER, count=n, module=MODULE_KO, pid=pid, chunk=chunk)
+            out = remote.run(loop, timeout=CHUNK_TIMEOUT).stdout
             for rc, ns in _CYCLE.findall(out):
                 stats.count += 1
                 stats.latencies_ms.append(int(ns) / 1e6)
