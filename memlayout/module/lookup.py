@@ -11,12 +11,14 @@ and for the newest process (the list walk goes round the whole list to reach it)
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 
 from ..experiments import app as app_mod
 from ..guest.remote import Remote
 from ..rundir import GuestDir
+from .build import CYCLER, KMSG_KEEP, MODULE_KO
 from .capture import Capture, capture
 
 MODES = ("pid", "list")
@@ -71,13 +73,20 @@ def compare(remote: Remote, name: str, pid: int) -> Comparison:
 
 
 def cost(remote: Remote, name: str, pid: int, processes: int) -> Cost:
+    """The median find_ns of REPEATS loads per mode, all in one guest command each.
+
+    guest/cycler loads and unloads the module back to back; the costs are read from
+    the ``begin`` lines the loads printed (each tagged with the mode and the load).
+    """
     medians = {}
     for mode in MODES:
-        times = []
-        for _ in range(REPEATS):
-            cap = load_with(remote, pid, mode)
-            if cap.record is not None and "find_ns" in cap.record.begin:
-                times.append(int(cap.record.begin["find_ns"]))
+        tag = f"lk{mode}{pid}x"
+        remote.run(f"dmesg -c >> {KMSG_KEEP}", check=True)
+        remote.run(f"{CYCLER} {MODULE_KO} procmem {REPEATS} 'pid={pid} find={mode} tag={tag}%u'")
+        dmesg = remote.run(f"dmesg -c | tee -a {KMSG_KEEP}", check=True).stdout
+        times = [
+            int(ns) for ns in re.findall(rf"procmem: begin tag={tag}\d+ .*?\bfind_ns=(\d+)", dmesg)
+        ]
         medians[mode] = int(statistics.median(times)) if times else -1
     return Cost(name, pid, processes, medians)
 
