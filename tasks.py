@@ -436,7 +436,9 @@ def fuzz(
 ) -> None:
     """Seeded mmap/munmap/mprotect/madvise/mremap/fork/thread/touch churn; verify each step."""
     if seconds <= 0 or length < 1 or every < 1 or shrink_seconds < 0:
-        raise UsageError("--seconds, --length and --every must be positive")
+        raise UsageError(
+            "--seconds, --length and --every must be positive; --shrink-seconds not negative"
+        )
     first = _number(seed, "--seed") if seed else int(time.time()) % 1_000_000
     saved = read_replay(Path(replay)) if replay else None
     plan = pipeline.FuzzPlan(
