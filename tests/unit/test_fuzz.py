@@ -246,3 +246,32 @@ def test_a_clean_guest_runs_consecutive_seeds_until_the_time_is_up(tmp_path: Pat
     assert not result.mismatches and not result.failures
     seeds = [s.seed for s in result.seeds]
     assert seeds == list(range(100, 100 + len(seeds))) and result.checkpoints > 0
+
+
+def test_the_fuzz_task_prints_the_mismatch_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+
+    import tasks
+    from memlayout import pipeline
+
+    monkeypatch.setenv("MEMLAYOUT_RUNS", str(tmp_path / "runs"))
+    seed = first_locking_seed()
+
+    def fake_fuzz(
+        opts: object, files: GuestDir, plan: pipeline.FuzzPlan, **_: object
+    ) -> runner.FuzzResult:
+        assert plan.seed == seed and plan.seconds == 30.0
+        return runner.fuzz(
+            LockBlindGuest(), files.create(), guest="fake", seconds=30, seed=plan.seed
+        )
+
+    monkeypatch.setattr(pipeline, "fuzz", fake_fuzz)
+    with pytest.raises(Exit) as exc:
+        tasks.fuzz(Context(), seconds=30.0, seed=str(seed))
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH seed {seed} after op" in out and LOCKED_CHECK in out
+    assert "shrunk to" in out and "invoke fuzz --guest" in out and "--replay" in out
