@@ -18,6 +18,7 @@ below: one line, the log's path, and an exit code (memlayout/errors.py):
     invoke verify       check the module against /proc for one pid (or the standard targets)
     invoke experiments  the app's scenarios with plots
     invoke cycles       insmod/rmmod cycles
+    invoke fuzz         random churn, the module verified after every step; shrink a mismatch
     invoke report       render a finished run's report again
     invoke clean        what the cache and runs take; remove parts of them
     invoke submission   bundle a finished run again
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ from memlayout.errors import (
     UsageError,
 )
 from memlayout.experiments import SCENARIOS
+from memlayout.fuzz.ops import read_replay
+from memlayout.fuzz.runner import DEFAULT_LENGTH, DEFAULT_SHRINK_SECONDS
 from memlayout.guest import keys
 from memlayout.guest.cache import ensure_image
 from memlayout.guest.profiles import DEFAULT_GUEST, PROFILES, get_profile
@@ -430,6 +434,75 @@ def cycles(
     for line in stats.trouble[:5]:
         print(f"  {line}")
     _fail_on(g)
+
+
+@task(
+    help={
+        **VM_HELP,
+        "seconds": "fuzz this long (a sequence in progress stops at the deadline)",
+        "seed": "the first seed (default: from the clock; printed); then seed+1, ...",
+        "length": "operations per sequence",
+        "every": "verify after every EVERY-th operation (default 1: every one)",
+        "shrink_seconds": "time limit for shrinking a mismatch",
+        "replay": "run this sequence file (a mismatch's fuzz/seed-S.ops) instead",
+    }
+)
+def fuzz(
+    c: Context,
+    seconds: float = 120.0,
+    seed: str = "",
+    length: int = DEFAULT_LENGTH,
+    every: int = 1,
+    shrink_seconds: float = DEFAULT_SHRINK_SECONDS,
+    replay: str = "",
+    guest: str = DEFAULT_GUEST,
+    accel: str | None = None,
+    cpu: str | None = None,
+    mirror: str | None = None,
+) -> None:
+    """Seeded mmap/munmap/mprotect/madvise/mremap/fork/thread/touch churn; verify each step."""
+    if seconds <= 0 or length < 1 or every < 1 or shrink_seconds < 0:
+        raise UsageError(
+            "--seconds, --length and --every must be positive; --shrink-seconds not negative"
+        )
+    first = _number(seed, "--seed") if seed else int(time.time()) % 1_000_000
+    saved = read_replay(Path(replay)) if replay else None
+    plan = pipeline.FuzzPlan(
+        seconds=seconds,
+        seed=first,
+        length=length,
+        every=every,
+        shrink_seconds=shrink_seconds,
+        replay=saved,
+    )
+    run = RunDir.new(f"fuzz-{guest}")
+    files = run.guest(guest)
+    result = pipeline.fuzz(_opts(c, guest, accel, cpu, mirror), files, plan)
+    data = result.to_json()
+    for s in result.seeds:
+        bad = "no mismatch" if s.mismatch is None else f"MISMATCH after op {s.mismatch}"
+        print(
+            f"seed {s.seed}: {s.ops} ops, {s.checkpoints} checkpoints verified, "
+            f"{s.totals.get('refused', 0)} refused, {bad} ({s.seconds:.0f} s)"
+        )
+    print(
+        f"{result.kernel}: {len(result.seeds)} seeds from {result.first_seed}, {result.ops} ops, "
+        f"{result.checkpoints} checkpoints verified ({data['checkpoints_per_second']}/s), "
+        f"{result.refused} refused, {len(result.mismatches)} mismatches"
+    )
+    for m in result.mismatches:
+        print(f"MISMATCH seed {m.seed} after op {m.index}: {m.op}")
+        for f in m.failed:
+            print(f"  {f['name']}: /proc {f['expected']!r} | module {f['actual']!r} {f['detail']}")
+        if m.shrunk:
+            state = "reproduced" if m.reproduced else "NOT reproduced on replay"
+            print(f"  {state}; shrunk to {len(m.shrunk)} of {len(m.prefix)} ops:")
+            print("".join(f"    {op}\n" for op in m.shrunk), end="")
+        if m.replay:
+            print(f"  replay: invoke fuzz --guest {guest} --replay {m.replay}")
+    print(files.fuzz_json)
+    if result.failures:
+        raise ChecksFailed(f"{len(result.failures)} fuzz failures; {files.fuzz_json}")
 
 
 @task(

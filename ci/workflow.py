@@ -89,6 +89,8 @@ class Job:
                 return self.matrix[expr[7:]]
             if expr.startswith("vars."):
                 return os.environ.get(expr[5:], "")
+            if expr in ("github.run_number", "github.run_id"):
+                return os.environ.get("GITHUB_RUN_NUMBER", "1")
             raise SystemExit(f"{self.name}: cannot evaluate ${{{{ {expr} }}}} outside GitHub")
 
         return EXPRESSION.sub(one, text)

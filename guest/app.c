@@ -4,8 +4,9 @@
  *
  *   app SCENARIO [N]
  *
- * Scenarios: heap, stack, demand, mmap, thread, zoo (the experiments), and
- * maps N, threads N, stress [SECONDS], idle (targets for verification).
+ * Scenarios: heap, stack, demand, mmap, thread, zoo (the experiments),
+ * maps N, threads N, stress [SECONDS], idle (targets for verification), and
+ * churn FILE [EVERY] (operations read from FILE: memlayout/fuzz).
  *
  * At every checkpoint the app prints one line
  *   app scenario=NAME step=K action=WHAT key=value ...
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -25,7 +27,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -280,6 +284,8 @@ static const char *errname(int e)
 	case EBUSY: return "EBUSY";
 	case ENOSPC: return "ENOSPC";
 	case ENODEV: return "ENODEV";
+	case EFAULT: return "EFAULT";
+	case EEXIST: return "EEXIST";
 	}
 	snprintf(buf, sizeof(buf), "errno%d", e);
 	return buf;
@@ -843,6 +849,459 @@ static int idle(void)
 	return 0;
 }
 
+/*
+ * churn FILE [EVERY]: randomized differential churn (memlayout/fuzz). FILE holds
+ * one operation per line on a few slots (regions); the grammar is
+ * memlayout/fuzz/ops.py's:
+ *   map S PAGES PROT KIND FLAG PGOFF   unmap S OFF PAGES   protect S OFF PAGES PROT
+ *   advise S OFF PAGES ADVICE   remap S PAGES maymove|inplace
+ *   touch S OFF PAGES read|write   lock|unlock S OFF PAGES   name S OFF PAGES LABEL
+ *   fork   reap   thread   join   brk DELTA
+ * Every operation is valid in any state: a range is cut to its slot, an
+ * operation on an empty slot does nothing (result=noop), a fault while
+ * touching is caught and counted. An operation the kernel refuses is
+ * result=refused err=ENAME. After every EVERY-th operation and after the last
+ * a checkpoint says what the last one did, with running totals.
+ */
+#ifndef MADV_REMOVE
+#define MADV_REMOVE 9
+#endif
+#ifndef MADV_DONTFORK
+#define MADV_DONTFORK 10
+#endif
+#ifndef MADV_DOFORK
+#define MADV_DOFORK 11
+#endif
+#ifndef MADV_MERGEABLE
+#define MADV_MERGEABLE 12
+#endif
+#ifndef MADV_UNMERGEABLE
+#define MADV_UNMERGEABLE 13
+#endif
+#ifndef MADV_DONTDUMP
+#define MADV_DONTDUMP 16
+#endif
+#ifndef MADV_DODUMP
+#define MADV_DODUMP 17
+#endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+#ifndef MADV_KEEPONFORK
+#define MADV_KEEPONFORK 19
+#endif
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#endif
+#ifndef PR_SET_VMA_ANON_NAME
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+#ifndef PR_SET_PDEATHSIG
+#define PR_SET_PDEATHSIG 1
+#endif
+
+#define CHURN_SLOTS 8
+#define CHURN_CHILDREN 2
+#define CHURN_THREADS 4
+#define CHURN_FILE_PAGES 8192UL
+#define CHURN_WORDS 8
+
+struct churn_slot {
+	char *addr;
+	size_t pages;
+	int file;	/* backed by the churn file: touches stay below its end */
+	size_t pgoff;
+};
+
+struct named {
+	const char *name;
+	int value;
+};
+
+static struct churn_slot slots[CHURN_SLOTS];
+static pid_t children[CHURN_CHILDREN];
+static int nchildren;
+static pthread_t threads[CHURN_THREADS];
+static int nthreads;
+static int churn_fd = -1;
+static char *brk_base;
+static size_t brk_pages;
+static unsigned long churn_faults;
+static sigjmp_buf touch_env;
+static volatile sig_atomic_t touching;
+
+static const struct named prots[] = {
+	{ "none", PROT_NONE }, { "r", PROT_READ }, { "rw", PROT_READ | PROT_WRITE },
+	{ "rx", PROT_READ | PROT_EXEC }, { "rwx", PROT_READ | PROT_WRITE | PROT_EXEC },
+	{ NULL, 0 },
+};
+
+static const struct named advices[] = {
+	{ "dontneed", MADV_DONTNEED }, { "free", MADV_FREE }, { "pageout", MADV_PAGEOUT },
+	{ "cold", MADV_COLD }, { "willneed", MADV_WILLNEED }, { "hugepage", MADV_HUGEPAGE },
+	{ "nohugepage", MADV_NOHUGEPAGE }, { "mergeable", MADV_MERGEABLE },
+	{ "unmergeable", MADV_UNMERGEABLE }, { "dontfork", MADV_DONTFORK },
+	{ "dofork", MADV_DOFORK }, { "wipeonfork", MADV_WIPEONFORK },
+	{ "keeponfork", MADV_KEEPONFORK }, { "dontdump", MADV_DONTDUMP },
+	{ "dodump", MADV_DODUMP }, { "remove", MADV_REMOVE }, { "collapse", MADV_COLLAPSE },
+	{ "populate_read", MADV_POPULATE_READ }, { "populate_write", MADV_POPULATE_WRITE },
+	{ NULL, 0 },
+};
+
+/* The value of ``word`` in a NULL-ended table; -1 if it is not there. */
+static int named_value(const struct named *table, const char *word)
+{
+	for (; table->name; table++)
+		if (!strcmp(table->name, word))
+			return table->value;
+	return -1;
+}
+
+static void churn_fault(int sig)
+{
+	if (touching)
+		siglongjmp(touch_env, 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static size_t number(const char *word)
+{
+	return word ? (size_t)strtoul(word, NULL, 10) : 0;
+}
+
+/* Cut [off, off + n) pages to the slot; 0 when nothing of it is left. */
+static size_t cut(const struct churn_slot *s, size_t off, size_t n)
+{
+	if (!s->addr || off >= s->pages)
+		return 0;
+	return n < s->pages - off ? n : s->pages - off;
+}
+
+/* Write or read one byte per page; a fault (PROT_NONE, a hole, SIGBUS) skips the page. */
+static void churn_touch(char *p, size_t pages, int write)
+{
+	volatile size_t i;
+
+	for (i = 0; i < pages; i++) {
+		volatile char *c = p + i * (size_t)page;
+
+		touching = 1;
+		if (sigsetjmp(touch_env, 1)) {
+			churn_faults++;
+			continue;
+		}
+		if (write)
+			*c = (char)i;
+		else
+			(void)*c;
+		touching = 0;
+	}
+	touching = 0;
+}
+
+static void *churn_sleeper(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static int churn_fork(void)
+{
+	pid_t parent = getpid(), child;
+
+	if (nchildren == CHURN_CHILDREN)
+		return -2;
+	child = fork();
+	if (child < 0)
+		return -1;
+	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(0);
+		for (;;)
+			pause();
+	}
+	children[nchildren++] = child;
+	return 0;
+}
+
+static int churn_reap(void)
+{
+	if (!nchildren)
+		return -2;
+	kill(children[0], SIGKILL);
+	waitpid(children[0], NULL, 0);
+	memmove(children, children + 1, (size_t)--nchildren * sizeof(children[0]));
+	return 0;
+}
+
+/* Grow (write the new pages) or shrink the heap by delta pages, never below its start. */
+static int churn_brk(long delta)
+{
+	size_t want = delta < 0 && (size_t)-delta > brk_pages ? 0 : brk_pages + (size_t)delta;
+
+	if (brk(brk_base + want * (size_t)page))
+		return -1;
+	if (want > brk_pages)
+		churn_touch(brk_base + brk_pages * (size_t)page, want - brk_pages, 1);
+	brk_pages = want;
+	return 0;
+}
+
+static int churn_map(struct churn_slot *s, char **w, size_t n)
+{
+	int prot = named_value(prots, w[3] ? w[3] : "");
+	const char *kind = w[4] ? w[4] : "anon", *flag = w[5] ? w[5] : "-";
+	size_t pgoff = number(w[6]);
+	int flags = MAP_PRIVATE, fd = -1;
+	void *p;
+
+	if (prot < 0 || !n)
+		return -3;
+	if (s->addr)
+		munmap(s->addr, s->pages * (size_t)page);
+	s->addr = NULL;
+	s->pages = 0;
+	s->file = 0;
+	if (!strcmp(kind, "shared")) {
+		flags = MAP_SHARED | MAP_ANONYMOUS;
+	} else if (!strcmp(kind, "file") || !strcmp(kind, "fileshared")) {
+		flags = kind[4] ? MAP_SHARED : MAP_PRIVATE;
+		fd = churn_fd;
+		if (pgoff + n > CHURN_FILE_PAGES)
+			pgoff = 0;
+	} else if (!strcmp(kind, "hugetlb")) {
+		flags |= MAP_ANONYMOUS | MAP_HUGETLB;
+	} else {
+		flags |= MAP_ANONYMOUS;
+	}
+	if (fd < 0)
+		pgoff = 0;
+	if (!strcmp(flag, "populate"))
+		flags |= MAP_POPULATE;
+	else if (!strcmp(flag, "locked"))
+		flags |= MAP_LOCKED;
+	else if (!strcmp(flag, "noreserve"))
+		flags |= MAP_NORESERVE;
+	p = mmap(NULL, n * (size_t)page, prot, flags, fd, (off_t)(pgoff * (size_t)page));
+	if (p == MAP_FAILED)
+		return -1;
+	s->addr = p;
+	s->pages = n;
+	s->file = fd >= 0;
+	s->pgoff = pgoff;
+	return 0;
+}
+
+static int churn_remap(struct churn_slot *s, size_t n, const char *mode)
+{
+	int may = mode && !strcmp(mode, "maymove");
+	void *q;
+
+	if (!s->addr)
+		return -2;
+	if (!n)
+		return -3;
+	if (s->file && s->pgoff + n > CHURN_FILE_PAGES)
+		n = CHURN_FILE_PAGES - s->pgoff;
+	q = mremap(s->addr, s->pages * (size_t)page, n * (size_t)page, may ? MREMAP_MAYMOVE : 0);
+	if (q == MAP_FAILED)
+		return -1;
+	s->addr = q;
+	s->pages = n;
+	return 0;
+}
+
+/*
+ * One operation; returns 0 (done), -1 (refused, errno set), -2 (nothing to do)
+ * or -3 (a line the grammar does not know). *region is the first address it
+ * worked on (0: none).
+ */
+static int churn_op(char **w, uintptr_t *region)
+{
+	const char *op = w[0];
+	struct churn_slot *s = NULL;
+	size_t off = number(w[2]), n = number(w[3]), len;
+	char *at;
+
+	*region = 0;
+	if (!strcmp(op, "fork"))
+		return churn_fork();
+	if (!strcmp(op, "reap"))
+		return churn_reap();
+	if (!strcmp(op, "thread")) {
+		if (nthreads == CHURN_THREADS)
+			return -2;
+		errno = pthread_create(&threads[nthreads], NULL, churn_sleeper, NULL);
+		return errno ? -1 : (nthreads++, 0);
+	}
+	if (!strcmp(op, "join")) {
+		if (!nthreads)
+			return -2;
+		nthreads--;
+		pthread_cancel(threads[nthreads]);
+		pthread_join(threads[nthreads], NULL);
+		return 0;
+	}
+	if (!strcmp(op, "brk"))
+		return churn_brk(w[1] ? strtol(w[1], NULL, 10) : 0);
+	if (!w[1] || number(w[1]) >= CHURN_SLOTS)
+		return -3;
+	s = &slots[number(w[1])];
+	if (!strcmp(op, "map")) {
+		if (churn_map(s, w, number(w[2])))
+			return -1;
+		*region = (uintptr_t)s->addr;
+		return 0;
+	}
+	if (!strcmp(op, "remap")) {
+		int r = churn_remap(s, number(w[2]), w[3]);
+
+		*region = (uintptr_t)s->addr;
+		return r;
+	}
+	len = cut(s, off, n);
+	if (!len)
+		return -2;
+	at = s->addr + off * (size_t)page;
+	*region = (uintptr_t)at;
+	if (!strcmp(op, "unmap")) {
+		*region = 0;
+		if (munmap(at, len * (size_t)page))
+			return -1;
+		if (off == 0 && len == s->pages)
+			memset(s, 0, sizeof(*s));
+		return 0;
+	}
+	if (!strcmp(op, "protect")) {
+		int prot = named_value(prots, w[4] ? w[4] : "");
+
+		return prot < 0 ? -3 : mprotect(at, len * (size_t)page, prot);
+	}
+	if (!strcmp(op, "advise")) {
+		int advice = named_value(advices, w[4] ? w[4] : "");
+
+		return advice < 0 ? -3 : madvise(at, len * (size_t)page, advice);
+	}
+	if (!strcmp(op, "touch")) {
+		if (s->file && s->pgoff + off + len > CHURN_FILE_PAGES)
+			return -2;
+		churn_touch(at, len, w[4] && !strcmp(w[4], "write"));
+		return 0;
+	}
+	if (!strcmp(op, "lock"))
+		return mlock(at, len * (size_t)page);
+	if (!strcmp(op, "unlock"))
+		return munlock(at, len * (size_t)page);
+	if (!strcmp(op, "name")) {
+		char label[32];
+
+		snprintf(label, sizeof(label), "churn_%s", w[4] ? w[4] : "x");
+		return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)(uintptr_t)at,
+			     len * (size_t)page, (unsigned long)(uintptr_t)label);
+	}
+	return -3;
+}
+
+static int churn_setup(void)
+{
+	char path[64];
+	struct sigaction sa = { 0 };
+
+	sa.sa_handler = churn_fault;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_NODEFER;
+	if (sigaction(SIGSEGV, &sa, NULL) || sigaction(SIGBUS, &sa, NULL))
+		return -1;
+	snprintf(path, sizeof(path), "/tmp/churn-file-%d", getpid());
+	churn_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (churn_fd < 0)
+		return -1;
+	unlink(path);	/* maps names it "PATH (deleted)" */
+	if (ftruncate(churn_fd, (off_t)(CHURN_FILE_PAGES * (size_t)page)))
+		return -1;
+	free(malloc(1));	/* malloc's arena first: the churned heap lies above it */
+	brk_base = sbrk(0);
+	return 0;
+}
+
+static int churn_main(const char *file, int every)
+{
+	char line[256], *w[CHURN_WORDS + 1];
+	unsigned long index = 0, done = 0, refused = 0, noop = 0;
+	FILE *f = fopen(file, "r");
+	int more;
+
+	if (!f) {
+		fprintf(stderr, "app: churn: %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	if (churn_setup()) {
+		fprintf(stderr, "app: churn: setup: %s\n", strerror(errno));
+		return 1;
+	}
+	if (every < 1)
+		every = 1;
+	more = fgets(line, sizeof(line), f) != NULL;
+	while (more) {
+		uintptr_t region;
+		int nw = 0, r, e;
+		char *save = NULL, *tok;
+
+		line[strcspn(line, "\n")] = 0;
+		memset(w, 0, sizeof(w));	/* missing words read as NULL */
+		for (tok = strtok_r(line, " \t", &save); tok && nw < CHURN_WORDS;
+		     tok = strtok_r(NULL, " \t", &save))
+			w[nw++] = tok;
+		if (!nw || w[0][0] == '#') {
+			more = fgets(line, sizeof(line), f) != NULL;
+			continue;
+		}
+		errno = 0;
+		r = churn_op(w, &region);
+		e = errno;
+		if (r == -3) {
+			fprintf(stderr, "app: churn: line %lu: unknown operation %s\n", index + 1, w[0]);
+			return 2;
+		}
+		done += r == 0;
+		refused += r == -1;
+		noop += r == -2;
+		/* The checkpoint comes after the last operation too: look ahead for it. */
+		{
+			char op[16];
+
+			snprintf(op, sizeof(op), "%s", w[0]);
+			more = fgets(line, sizeof(line), f) != NULL;
+			if (!more || (index + 1) % (unsigned long)every == 0)
+				checkpoint(op,
+					   "index=%lu result=%s err=%s region=0x%lx done=%lu "
+					   "refused=%lu noop=%lu faults=%lu children=%d threads=%d",
+					   index, r == 0 ? "ok" : r == -1 ? "refused" : "noop",
+					   r == -1 ? errname(e) : "-", (unsigned long)region, done,
+					   refused, noop, churn_faults, nchildren, nthreads + 1);
+		}
+		index++;
+	}
+	fclose(f);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int n = argc > 2 ? atoi(argv[2]) : 0;
@@ -875,6 +1334,8 @@ int main(int argc, char **argv)
 		return stress(n > 0 ? n : 3600);
 	if (!strcmp(scenario, "idle"))
 		return idle();
-	fprintf(stderr, "usage: app heap|stack|demand|mmap|thread|zoo|maps N|threads N|stress S|idle\n");
+	if (!strcmp(scenario, "churn") && argc > 2)
+		return churn_main(argv[2], argc > 3 ? atoi(argv[3]) : 1);
+	fprintf(stderr, "usage: app heap|stack|demand|mmap|thread|zoo|maps N|threads N|stress S|idle|churn FILE [EVERY]\n");
 	return 2;
 }

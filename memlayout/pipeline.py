@@ -7,6 +7,7 @@
     lookup       find=pid and find=list: same task, their cost    module.lookup
     experiments  the app's scenarios, checked at every checkpoint  experiments
     cycles       insmod/rmmod cycles (and stress cycles)          module.cycles
+    fuzz         seeded churn, verified after every step (alone)  fuzz.runner
     log          the whole kernel log, checked for oops/BUG/WARN  module.build.full_dmesg
     report       the PDF, then the hand-in bundle                 report
 
@@ -34,6 +35,8 @@ from typing import Any
 
 from . import experiments
 from .errors import MemlayoutError, ReportError, UsageError
+from .fuzz import runner as fuzz_runner
+from .fuzz.ops import Replay
 from .guest.console import find_trouble
 from .guest.qemu import qemu_version
 from .guest.remote import Remote
@@ -238,6 +241,65 @@ def inspect(
     if cap.record is not None and cap.failure() is None:
         write_json(files.record_json, cap.record.to_json())
     return cap
+
+
+@dataclass(frozen=True)
+class FuzzPlan:
+    """``invoke fuzz``: how long, from which seed, or the sequence to replay."""
+
+    seconds: float = 120.0
+    seed: int = 0
+    length: int = fuzz_runner.DEFAULT_LENGTH
+    every: int = 1  # verify after every EVERY-th operation (and the last)
+    shrink_seconds: float = fuzz_runner.DEFAULT_SHRINK_SECONDS
+    replay: Replay | None = None
+
+
+def fuzz_on(
+    remote: Remote,
+    files: GuestDir,
+    guest: str,
+    plan: FuzzPlan,
+    *,
+    corrupt: fuzz_runner.Corrupt | None = None,
+    report: Reporter = to_stderr,
+) -> fuzz_runner.FuzzResult:
+    """Fuzz (or replay) on a guest whose module and app are built; write fuzz.json."""
+    ex = fuzz_runner.GuestExecutor(remote, corrupt)
+    try:
+        prepared = ex.prepare()
+        if plan.replay is not None:
+            result = fuzz_runner.replay(
+                ex, plan.replay, files, guest=guest, every=plan.every, report=report
+            )
+        else:
+            result = fuzz_runner.fuzz(
+                ex,
+                files,
+                guest=guest,
+                seconds=plan.seconds,
+                seed=plan.seed,
+                length=plan.length,
+                every=plan.every,
+                shrink_seconds=plan.shrink_seconds,
+                report=report,
+            )
+        result.prepared = prepared
+    finally:
+        ex.cleanup()
+    result.kernel_trouble = find_trouble(build_mod.full_dmesg(remote))
+    write_json(files.fuzz_json, result.to_json())
+    return result
+
+
+def fuzz(
+    opts: GuestOptions, files: GuestDir, plan: FuzzPlan, *, report: Reporter = to_stderr
+) -> fuzz_runner.FuzzResult:
+    """Boot (or attach to) the guest, build, then fuzz or replay there."""
+    with open_session(opts, files.create(), report) as s:
+        write_json(files.guest_json, guest_info(s))
+        run_stages(s.remote, GuestRun(opts.guest, files), Plan(stages=("build",)), report)
+        return fuzz_on(s.remote, files, opts.guest, plan, report=report)
 
 
 def run_all(

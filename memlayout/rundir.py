@@ -14,6 +14,8 @@
         experiments/<name>.json    one file per scenario
         plots/<name>.svg|.png      the experiments' plots, the layout figure
         cycles.json, stress.json   insmod/rmmod cycle latencies and checks
+        fuzz.json                  invoke fuzz: seeds, checkpoints, mismatches
+        fuzz/seed-<S>.ops          a mismatch's shrunk sequence (invoke fuzz --replay)
         dmesg.txt                  the guest's whole kernel log
         console.log                the serial console
         qemu-cmdline.txt, qemu-stderr.log, vm.json, overlay.qcow2
@@ -120,6 +122,13 @@ class GuestDir:
 
     def cycles_json(self, stress: bool = False) -> Path:
         return self.path / ("stress.json" if stress else "cycles.json")
+
+    @property
+    def fuzz_json(self) -> Path:
+        return self.path / "fuzz.json"
+
+    def fuzz_replay(self, seed: int | None) -> Path:
+        return self.path / "fuzz" / (f"seed-{seed}.ops" if seed is not None else "replay.ops")
 
     @property
     def dmesg(self) -> Path:
