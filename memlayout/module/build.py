@@ -102,13 +102,15 @@ def build(remote: Remote, files: GuestDir | None = None, *, force: bool = False)
     goes to ``files.build_log`` whether it passes or fails.
     """
     started = time.monotonic()
-    pushed = push_sources(remote)
     digest = source_digest()
     stamp = f"{REMOTE_ROOT}/.built-{digest}"
     products = " -a -f ".join(PRODUCTS)
     if not force and remote.run(f"test -f {stamp} -a -f {products}").status == 0:
-        result = BuildResult(0.0, "up to date", pushed, skipped=True)
+        # The stamp is written after these very sources were pushed and built: the guest
+        # has them already, so a later task on the same guest pushes nothing.
+        result = BuildResult(0.0, "up to date", 0, skipped=True)
     else:
+        pushed = push_sources(remote)
         kept = BuildCache(cache_dir() / "builds", digest, kernel_id(remote))
         if not force and kept.restore(remote, stamp):
             result = BuildResult(time.monotonic() - started, kept.log(), pushed, skipped=True)
@@ -149,7 +151,11 @@ class BuildCache:
             return False
         for product in PRODUCTS:
             remote.put(self.directory / Path(product).name, product)
-        remote.run(f"chmod 755 {' '.join(PRODUCTS)} && touch {stamp}", check=True)
+        # One stamp at a time: the products in the guest are those of this digest only.
+        remote.run(
+            f"rm -f {REMOTE_ROOT}/.built-* && chmod 755 {' '.join(PRODUCTS)} && touch {stamp}",
+            check=True,
+        )
         return True
 
     def save(self, remote: Remote, log: str) -> None:
