@@ -8,13 +8,19 @@
  * Every line is one record: "procmem: <record> key=value key=value ...".
  * See FORMAT.md for the records and their fields.
  *
+ * The records are collected into a buffer the module owns while the
+ * target's mmap lock is held, then printed with printk after the lock is
+ * dropped, and kept readable in /proc/procmem until the module is removed:
+ * the same lines, byte for byte, even when the kernel log overflows.
+ *
  * The page tables are walked by hand (no page-walk API is exported to
  * modules), but each raw entry is decoded with the kernel's own inline
  * helpers (pte_present(), pte_pfn(), pmd_present(), pte_to_swp_entry(),
  * ...) and counted with the rules of fs/proc/task_mmu.c (smaps).
  */
 
-#define pr_fmt(fmt) "procmem: " fmt
+#define PM_PREFIX "procmem: "
+#define pr_fmt(fmt) PM_PREFIX fmt
 
 #include <linux/version.h>
 #include <linux/module.h>
@@ -41,6 +47,8 @@
 #include <linux/swap.h>
 #include <linux/swapops.h>
 #include <linux/huge_mm.h>
+#include <linux/proc_fs.h>
+#include <linux/vmalloc.h>
 #include <asm/page.h>
 #include <asm/pgtable.h>
 #include <asm/processor.h>
@@ -356,6 +364,42 @@ static inline bool pm_pmd_page_unmapped(unsigned long pfn)
 #endif
 }
 
+/* A buffer that may be large: kvmalloc() since 4.12, vmalloc() before. */
+static inline void *pm_kvmalloc(size_t size)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 12, 0)
+	return kvmalloc(size, GFP_KERNEL);
+#else
+	return vmalloc(size);
+#endif
+}
+
+/*
+ * /proc/procmem: procfs takes a struct proc_ops since 5.6 and a struct
+ * file_operations before (which also needs .owner; proc_ops has none,
+ * proc_remove() waits for readers instead).
+ */
+static ssize_t pm_proc_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos);
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 6, 0)
+static const struct proc_ops pm_proc_ops = {
+	.proc_read = pm_proc_read,
+	.proc_lseek = default_llseek,
+};
+#else
+static const struct file_operations pm_proc_ops = {
+	.owner = THIS_MODULE,
+	.read = pm_proc_read,
+	.llseek = default_llseek,
+};
+#endif
+
+static inline struct proc_dir_entry *pm_proc_create(const char *name)
+{
+	return proc_create(name, 0400, NULL, &pm_proc_ops);
+}
+
 /* ------------------------------------------------------------------ */
 /* End of the version block.                                          */
 /* ------------------------------------------------------------------ */
@@ -423,7 +467,28 @@ static enum pm_find pm_find_mode;
 /* Escaped tag, kept for the unload record. */
 static char pm_tag[PM_ESC_MAX + 1];
 static bool pm_tag_trunc;
-static unsigned int pm_nrec;
+
+/*
+ * The record of this load: every line, "procmem: ...\n", as printk prints
+ * it and /proc/procmem returns it. Written only during init (before the
+ * proc file exists), read-only afterwards, freed at unload.
+ */
+#define PM_BUF_INIT	(64 * 1024)
+#define PM_BUF_MAX	(8 * 1024 * 1024)
+#define PM_LINE_MAX	1024	/* printk's own limit; ours stay far below */
+#define PM_BUF_RESERVE	(2 * PM_LINE_MAX)	/* the closing error and end */
+
+struct pm_buf {
+	char *data;
+	size_t len;
+	size_t size;
+	unsigned int lines;
+	unsigned int dropped;	/* lines that did not fit */
+	bool nomem;		/* ... because an allocation failed */
+};
+
+static struct pm_buf pm_out;
+static struct proc_dir_entry *pm_proc;
 
 struct pm_ctx {
 	struct mm_struct *mm;
@@ -452,25 +517,96 @@ struct pm_count {
 	bool check_vma;		/* descend only where a VMA lives */
 };
 
-/* Print one record and count it. */
-static __printf(1, 2) void pm_rec(const char *fmt, ...)
+/* ---- the record buffer ---------------------------------------------- */
+
+static int pm_buf_init(struct pm_buf *b)
 {
-	struct va_format vaf;
+	memset(b, 0, sizeof(*b));
+	b->data = pm_kvmalloc(PM_BUF_INIT);
+	if (!b->data)
+		return -ENOMEM;
+	b->size = PM_BUF_INIT;
+	return 0;
+}
+
+static void pm_buf_free(struct pm_buf *b)
+{
+	kvfree(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/*
+ * Make room for one more line plus PM_BUF_RESERVE, growing the buffer
+ * (GFP_KERNEL: allowed under the mmap read lock, which only must not be
+ * held across a fault on user memory) up to PM_BUF_MAX. The reserve is
+ * always allocated, so the closing lines never need an allocation.
+ */
+static bool pm_buf_room(struct pm_buf *b)
+{
+	size_t need = b->len + PM_LINE_MAX + PM_BUF_RESERVE;
+	size_t size;
+	char *data;
+
+	if (need <= b->size)
+		return true;
+	if (need > PM_BUF_MAX)
+		return false;
+	size = clamp_t(size_t, b->size * 2, need, PM_BUF_MAX);
+	data = pm_kvmalloc(size);
+	if (!data) {
+		b->nomem = true;
+		return false;
+	}
+	memcpy(data, b->data, b->len);
+	kvfree(b->data);
+	b->data = data;
+	b->size = size;
+	return true;
+}
+
+/*
+ * Append "procmem: <fmt>\n". A line that finds no room is dropped and
+ * counted, and so is every later one except the closing lines (@closing),
+ * which use the reserve.
+ */
+static void pm_vappend(struct pm_buf *b, bool closing, const char *fmt,
+		       va_list args)
+{
+	size_t plen = strlen(PM_PREFIX);
+	char *line;
+	int n;
+
+	if (!closing && (b->dropped || !pm_buf_room(b))) {
+		b->dropped++;
+		return;
+	}
+	if (b->len + PM_LINE_MAX > b->size)
+		return;		/* cannot happen: the reserve is kept */
+	line = b->data + b->len;
+	memcpy(line, PM_PREFIX, plen);
+	n = vsnprintf(line + plen, PM_LINE_MAX - plen - 1, fmt, args);
+	n = min_t(int, n, PM_LINE_MAX - plen - 2);
+	line[plen + n] = '\n';
+	b->len += plen + n + 1;
+	b->lines++;
+}
+
+static __printf(2, 3) void pm_append(bool closing, const char *fmt, ...)
+{
 	va_list args;
 
 	va_start(args, fmt);
-	vaf.fmt = fmt;
-	vaf.va = &args;
-	pr_info("%pV\n", &vaf);
+	pm_vappend(&pm_out, closing, fmt, args);
 	va_end(args);
-	pm_nrec++;
 }
+
+/* One record line; see pm_vappend(). */
+#define pm_rec(fmt, ...)	pm_append(false, fmt, ##__VA_ARGS__)
 
 static void pm_error(int err, const char *reason)
 {
-	pr_err("error tag=%s pid=%d errno=%d reason=%s\n",
+	pm_rec("error tag=%s pid=%d errno=%d reason=%s",
 	       pm_tag, pid, err, reason);
-	pm_nrec++;
 }
 
 /*
@@ -1185,9 +1321,8 @@ static void pm_print_va(struct pm_ctx *c)
 
 /*
  * Everything between begin and end; the caller holds the mmap read lock.
- * The records are printed as they are collected, so printk runs under the
- * lock (it never faults or sleeps on user memory; collecting every VMA
- * first would need an unbounded buffer).
+ * The records only go into pm_out here: nothing is printed, nothing
+ * touches user memory, and the lock is dropped before they are printed.
  */
 static void pm_report(struct pm_ctx *c)
 {
@@ -1358,26 +1493,38 @@ static void pm_ctx_init(struct pm_ctx *c, struct mm_struct *mm)
 	c->zero_pfn = page_to_pfn(ZERO_PAGE(0));
 }
 
-static int __init procmem_init(void)
+/*
+ * Close the record: an error when lines were dropped (the buffer reached
+ * PM_BUF_MAX, or could not grow), then end with the count of lines kept.
+ * Both use the buffer's reserve.
+ */
+static void pm_finish(void)
+{
+	struct pm_buf *b = &pm_out;
+
+	if (b->dropped)
+		pm_append(true, "error tag=%s pid=%d errno=%d reason=%s dropped=%u",
+			  pm_tag, pid, b->nomem ? -ENOMEM : -EFBIG,
+			  b->nomem ? "out_of_memory" : "record_too_large",
+			  b->dropped);
+	pm_append(true, "end tag=%s pid=%d records=%u", pm_tag, pid,
+		  b->lines + 1);
+}
+
+/*
+ * The report of the task, begin to end, or one error record. The mm is
+ * held by mm_users (get_task_mm()), so a target that exits meanwhile keeps
+ * its address space until mmput() below and the report stays consistent;
+ * one that has exited already has no mm (process_exited_no_mm).
+ */
+static void pm_collect_task(struct pm_ctx *c)
 {
 	struct task_struct *task;
-	struct pm_ctx *c;
 	int err;
 
-	pm_nrec = 0;
-	pm_tag_trunc = pm_escape(pm_tag, (tag && *tag) ? tag : "-");
-	err = pm_check_params();
-	if (err)
-		return err;
-
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
-	if (!c) {
-		pm_error(-ENOMEM, "out_of_memory");
-		return -ENOMEM;
-	}
 	task = pm_find_task(c, &err);
 	if (!task)
-		goto out_free;
+		return;
 	c->mm = pm_get_mm(task, &err);
 	if (!c->mm)
 		goto out_task;
@@ -1385,27 +1532,96 @@ static int __init procmem_init(void)
 	pm_ctx_init(c, c->mm);
 	/* A fatal signal ends the wait (e.g. a writer holds it for long). */
 	if (pm_mmap_read_lock_killable(c->mm)) {
-		err = -EINTR;
-		pm_error(err, "interrupted");
+		pm_error(-EINTR, "interrupted");
 		goto out_mm;
 	}
 	pm_print_begin(c, task);
 	pm_report(c);
 	pm_mmap_read_unlock(c->mm);
-	pm_rec("end tag=%s pid=%d records=%u", pm_tag, pid, pm_nrec + 1);
-	err = 0;
-
+	pm_finish();
 out_mm:
 	mmput(c->mm);
 out_task:
 	put_task_struct(task);
-out_free:
+}
+
+static void pm_collect(void)
+{
+	struct pm_ctx *c;
+
+	if (pm_check_params())
+		return;
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c) {
+		pm_error(-ENOMEM, "out_of_memory");
+		return;
+	}
+	pm_collect_task(c);
 	kfree(c);
-	return err;
+}
+
+/* printk every collected line, with no lock held; errors at KERN_ERR. */
+static void pm_print_lines(const struct pm_buf *b)
+{
+	static const char err[] = PM_PREFIX "error ";
+	const char *line = b->data;
+	const char *end = b->data + b->len;
+	const char *nl;
+
+	for (; line < end; line = nl + 1) {
+		nl = memchr(line, '\n', end - line);
+		if (!nl)
+			break;
+		/* The line carries the prefix already: printk, not pr_*(). */
+		if (!strncmp(line, err, sizeof(err) - 1))
+			printk(KERN_ERR "%.*s\n", (int)(nl - line), line);
+		else
+			printk(KERN_INFO "%.*s\n", (int)(nl - line), line);
+		cond_resched();
+	}
+}
+
+static ssize_t pm_proc_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos)
+{
+	return simple_read_from_buffer(ubuf, count, ppos, pm_out.data,
+				       pm_out.len);
+}
+
+/*
+ * Load: collect the record (errors included), publish it in /proc/procmem,
+ * print it. Init returns 0 whatever the record says, so that the file
+ * stays until rmmod; it fails only when the record cannot be kept (no
+ * buffer, no proc file), and then frees everything it took.
+ */
+static int __init procmem_init(void)
+{
+	int err;
+
+	err = pm_buf_init(&pm_out);
+	if (err) {
+		pr_err("error tag=- pid=%d errno=%d reason=out_of_memory\n",
+		       pid, err);
+		return err;
+	}
+	pm_tag_trunc = pm_escape(pm_tag, (tag && *tag) ? tag : "-");
+	pm_collect();
+
+	pm_proc = pm_proc_create("procmem");
+	pm_print_lines(&pm_out);
+	if (!pm_proc) {
+		pr_err("error tag=%s pid=%d errno=%d reason=proc_create_failed\n",
+		       pm_tag, pid, -ENOMEM);
+		pm_buf_free(&pm_out);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static void __exit procmem_exit(void)
 {
+	proc_remove(pm_proc);	/* waits for readers still in pm_proc_read() */
+	pm_buf_free(&pm_out);
 	pr_info("unload tag=%s\n", pm_tag);
 }
 
