@@ -1201,8 +1201,45 @@ struct pm_xlate {
 	const char *reason;
 };
 
-/* Take a reference on the page under RCU, if it is safe to read. */
-static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x)
+/*
+ * A special leaf has no struct page to read through: pte_special() (x86
+ * marks PFN-map and other special entries with _PAGE_SPECIAL, also on
+ * PMDs and PUDs, pmd_special() 6.11+), and a ZONE_DEVICE (devmap) entry's
+ * page may not be referenced without its pgmap. The vm_normal_page() and
+ * GUP-fast rules; VM_PFNMAP/VM_IO and frames without a struct page (also
+ * VM_MIXEDMAP ones) are refused by the caller.
+ */
+static bool pm_leaf_special(u64 v)
+{
+#ifdef _PAGE_DEVMAP
+	if (v & _PAGE_DEVMAP)
+		return true;
+#endif
+	return v & _PAGE_SPECIAL;
+}
+
+/*
+ * The leaf still maps the frame that was referenced: present, still a
+ * leaf, same first pfn. GUP-fast's rule (mm/gup.c gup_pte_range(),
+ * gup_fast_pte_range() since 6.9, and the pmd/pud variants): after the
+ * speculative reference, read the entry again; if it changed, the page may
+ * have been unmapped and freed (and reused) before the reference was
+ * taken, so it is not the page this address maps.
+ */
+static bool pm_leaf_unchanged(const u64 *leaf, u64 old, int shift)
+{
+	u64 v = READ_ONCE(*leaf);
+
+	return pm_present(v, shift) && pm_is_leaf(v, shift) &&
+	       pm_leaf_pfn(v, shift) == pm_leaf_pfn(old, shift);
+}
+
+/*
+ * Take a reference on the page of the leaf *leaf (value v) under RCU, if it
+ * is safe to read, then re-check the leaf; x->head is the reference.
+ */
+static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x,
+			 const u64 *leaf, u64 v)
 {
 	unsigned long pfn = x->pa >> PAGE_SHIFT;
 
@@ -1210,13 +1247,20 @@ static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x)
 		x->reason = "no_vma";
 	} else if (vma->vm_flags & (VM_IO | VM_PFNMAP)) {
 		x->reason = "io_or_pfnmap";
+	} else if (pm_leaf_special(v)) {
+		x->reason = "special";
 	} else if (!pfn_valid(pfn)) {
 		x->reason = "invalid_pfn";
 	} else {
 		x->page = pfn_to_page(pfn);
 		x->head = pm_page_tryget(x->page);
-		if (!x->head)
+		if (!x->head) {
 			x->reason = "page_ref_failed";
+		} else if (!pm_leaf_unchanged(leaf, v, x->leaf_shift)) {
+			pm_page_put(x->head);
+			x->head = NULL;
+			x->reason = "stale";
+		}
 	}
 }
 
@@ -1248,7 +1292,7 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 			x->pa = ((u64)pm_leaf_pfn(v, shift) << PAGE_SHIFT) +
 				(addr & ((1UL << shift) - 1));
 			x->reason = NULL;
-			pm_xlate_ref(vma, x);
+			pm_xlate_ref(vma, x, &table[x->idx[x->nlev - 1]], v);
 			break;
 		}
 		table = pm_next_table(v);
@@ -1260,7 +1304,10 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 	rcu_read_unlock();
 }
 
-/* Copy the first bytes of the referenced page; may sleep (kmap). */
+/*
+ * Copy the first bytes of the referenced page; may sleep (kmap), so it runs
+ * after rcu_read_unlock(), under the reference pm_xlate_ref() checked.
+ */
 static bool pm_read_page(struct page *page, u8 *out)
 {
 	void *kaddr = kmap(page);
