@@ -47,6 +47,7 @@
 #include <linux/swap.h>
 #include <linux/swapops.h>
 #include <linux/huge_mm.h>
+#include <linux/hugetlb.h>
 #include <linux/proc_fs.h>
 #include <linux/vmalloc.h>
 #include <asm/page.h>
@@ -400,6 +401,47 @@ static inline struct proc_dir_entry *pm_proc_create(const char *name)
 	return proc_create(name, 0400, NULL, &pm_proc_ops);
 }
 
+/*
+ * The pud entry for addr below a present pgd entry, or NULL when the p4d
+ * level (5-level paging, 4.12+; folded into the pgd with 4 levels) has no
+ * table there.
+ */
+static inline pud_t *pm_pud_offset(pgd_t *pgd, unsigned long addr)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 12, 0)
+	p4d_t *p4d = p4d_offset(pgd, addr);
+
+	if (!p4d_present(*p4d))
+		return NULL;
+	return pud_offset(p4d, addr);
+#else
+	return pud_offset(pgd, addr);
+#endif
+}
+
+/* A hugetlb entry as the kernel reads it: huge_ptep_get() gained mm, addr in 6.11. */
+static inline pte_t pm_huge_ptep_get(struct mm_struct *mm, unsigned long addr,
+				     pte_t *ptep)
+{
+#if !defined(CONFIG_HUGETLB_PAGE)
+	return *ptep;	/* never called: no hugetlb VMAs without hugetlb */
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+	return huge_ptep_get(mm, addr, ptep);
+#else
+	return huge_ptep_get(ptep);
+#endif
+}
+
+/* The huge page size of a hugetlb VMA (huge_page_size(hstate_vma())). */
+static inline unsigned long pm_huge_page_size(struct vm_area_struct *vma)
+{
+#ifdef CONFIG_HUGETLB_PAGE
+	return huge_page_size(hstate_vma(vma));
+#else
+	return PAGE_SIZE;
+#endif
+}
+
 /* ------------------------------------------------------------------ */
 /* End of the version block.                                          */
 /* ------------------------------------------------------------------ */
@@ -513,7 +555,6 @@ struct pm_count {
 	unsigned long huge_pmd;
 	unsigned long huge_pud;
 	bool normal_only;
-	bool is_hugetlb;	/* the walked range is a hugetlb VMA */
 	bool check_vma;		/* descend only where a VMA lives */
 };
 
@@ -830,25 +871,16 @@ static bool pm_is_huge_zero(u64 v, unsigned long pfn)
  * Not a special entry (x86 marks PFN-map entries _PAGE_SPECIAL), a frame
  * with a struct page, not the zero page, not the huge zero page.
  */
-static bool pm_normal_leaf(const struct pm_ctx *c, const struct pm_count *cnt,
-			   u64 v, int shift, unsigned long pfn)
+static bool pm_normal_leaf(const struct pm_ctx *c, u64 v, int shift,
+			   unsigned long pfn)
 {
 	if ((v & _PAGE_SPECIAL) || !pfn_valid(pfn))
 		return false;
 	if (shift == PM_PTE_SHIFT)
 		return pfn != c->zero_pfn;
-	if (shift == PM_PMD_SHIFT && !cnt->is_hugetlb)
+	if (shift == PM_PMD_SHIFT)
 		return !pm_is_huge_zero(v, pfn);
 	return true;
-}
-
-/* Resident pages go to rss, or to hugetlb in a hugetlb VMA (never both). */
-static void pm_add_resident(struct pm_count *cnt, unsigned long pages)
-{
-	if (cnt->is_hugetlb)
-		cnt->hugetlb += pages;
-	else
-		cnt->rss += pages;
 }
 
 static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
@@ -861,8 +893,8 @@ static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
 		cnt->huge_pmd++;
 	else if (shift == PM_PUD_SHIFT)
 		cnt->huge_pud++;
-	if (pm_normal_leaf(c, cnt, v, shift, pm_leaf_pfn(v, shift)))
-		pm_add_resident(cnt, pages);
+	if (pm_normal_leaf(c, v, shift, pm_leaf_pfn(v, shift)))
+		cnt->rss += pages;
 }
 
 /*
@@ -870,25 +902,23 @@ static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
  * a real swap entry adds to Swap; a migration, device-private (and on
  * newer kernels device-exclusive, hwpoison) entry still has its page,
  * which is counted in Rss; pte markers count nowhere. smaps_pmd_entry():
- * a PMD migration entry counts the whole THP. smaps_hugetlb_range(): a
- * pfn swap entry in a hugetlb VMA counts as a hugetlb page.
+ * a PMD migration entry counts the whole THP. (Hugetlb VMAs are counted
+ * by pm_count_hugetlb(), not here.)
  */
 static void pm_count_absent(struct pm_count *cnt, u64 v, int shift,
 			    unsigned long start, unsigned long end)
 {
 	unsigned long pages = (end - start) >> PAGE_SHIFT;
 
-	if (shift == PM_PTE_SHIFT ||
-	    (cnt->is_hugetlb && shift <= PM_PUD_SHIFT)) {
+	if (shift == PM_PTE_SHIFT) {
 		if (pte_none(pm_pte(v)))
 			return;
 		switch (pm_pte_absent(pm_pte(v))) {
 		case PM_ABSENT_SWAP:
-			if (!cnt->is_hugetlb)
-				cnt->swap += pages;
+			cnt->swap += pages;
 			break;
 		case PM_ABSENT_PAGE:
-			pm_add_resident(cnt, pages);
+			cnt->rss += pages;
 			break;
 		default:
 			break;
@@ -936,27 +966,147 @@ static void pm_walk_entry(struct pm_ctx *c, struct pm_count *cnt,
 			      start, end);
 }
 
+/* ---- hugetlb: shared PMD tables --------------------------------------- */
+
+/*
+ * Keep huge_pmd_unshare() away from a hugetlb VMA's page tables while they
+ * are read. A shared PMD table (CONFIG_ARCH_WANT_HUGE_PMD_SHARE) is linked
+ * from the PUDs of every process mapping the same 1 GiB of a hugetlbfs
+ * file, and huge_pmd_unshare() clears our PUD and drops our share of the
+ * table while only the mmap *read* lock is held (madvise(MADV_DONTNEED)),
+ * or without our mmap lock at all (another process truncating or punching
+ * the file). It runs with the file's i_mmap_rwsem held for write
+ * (i_mmap_assert_write_locked(), 5.7+) and, since 6.1, the hugetlb VMA
+ * lock as well. hugetlb_walk() (6.3+; the rule in the comment above
+ * huge_pte_offset() in mm/hugetlb.c) lets a walker hold either one for
+ * read. hugetlb_vma_lock_read() is not exported to modules, so this takes
+ * i_mmap_lock_read(), as rmap_walk_file() does around hugetlb walks (and
+ * hugetlb_fault() did from 5.7 to 6.0). Lock order: mmap_lock, then
+ * i_mmap_rwsem (mm/rmap.c). Before 5.7 try_to_unmap_one() could unshare
+ * under i_mmap_rwsem held for read: the kernel itself raced there.
+ */
+static struct address_space *pm_hugetlb_lock(struct vm_area_struct *vma)
+{
+	struct address_space *mapping;
+
+	if (!vma || !is_vm_hugetlb_page(vma) || !vma->vm_file)
+		return NULL;
+	mapping = vma->vm_file->f_mapping;
+	i_mmap_lock_read(mapping);
+	return mapping;
+}
+
+static void pm_hugetlb_unlock(struct address_space *mapping)
+{
+	if (mapping)
+		i_mmap_unlock_read(mapping);
+}
+
+/*
+ * For the raw walk (walk=): the lock of the hugetlb VMA that [start, end)
+ * of one PUD entry may share a PMD table with. A shared table's 1 GiB lies
+ * inside one hugetlb VMA, so that VMA is the first one in the range.
+ */
+static struct address_space *pm_pud_range_lock(struct mm_struct *mm,
+					       unsigned long start,
+					       unsigned long end)
+{
+	struct vm_area_struct *vma = find_vma(mm, start);
+
+	if (!vma || vma->vm_start >= end)
+		return NULL;
+	return pm_hugetlb_lock(vma);
+}
+
+/*
+ * mm/hugetlb.c huge_pte_offset() (the generic one x86 uses) with the
+ * kernel's inline table helpers, as hugetlb_walk() calls it: the entry of
+ * a huge page of size sz (a pud for 1 GiB, a pmd for 2 MiB), or NULL when
+ * an upper level has no table. Caller holds pm_hugetlb_lock().
+ */
+static pte_t *pm_huge_pte_offset(struct mm_struct *mm, unsigned long addr,
+				 unsigned long sz)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	pud_t *pud;
+
+	if (!pgd_present(*pgd))
+		return NULL;
+	pud = pm_pud_offset(pgd, addr);
+	if (!pud)
+		return NULL;
+	if (sz == PUD_SIZE)
+		return (pte_t *)pud;
+	if (!pud_present(*pud))
+		return NULL;
+	return (pte_t *)pmd_offset(pud, addr);
+}
+
+/* One huge entry, counted as fs/proc/task_mmu.c smaps_hugetlb_range(). */
+static void pm_count_huge(struct pm_count *cnt, pte_t pte, unsigned long sz)
+{
+	unsigned long pages = sz >> PAGE_SHIFT;
+
+	if (pte_none(pte))
+		return;
+	if (pte_present(pte)) {
+		cnt->present += pages;
+		if (!pte_special(pte) && pfn_valid(pte_pfn(pte)))
+			cnt->hugetlb += pages;
+	} else if (pm_pte_absent(pte) == PM_ABSENT_PAGE) {
+		cnt->hugetlb += pages;
+	}
+}
+
+/*
+ * A hugetlb VMA is not walked by hand: like walk_hugetlb_range()
+ * (mm/pagewalk.c, which feeds smaps_hugetlb_range()), each huge page's
+ * entry is found with huge_pte_offset() and read with huge_ptep_get(),
+ * under the lock of pm_hugetlb_lock().
+ */
+static void pm_count_hugetlb(struct pm_ctx *c, struct pm_count *cnt,
+			     struct vm_area_struct *vma)
+{
+	unsigned long sz = pm_huge_page_size(vma);
+	struct address_space *mapping = pm_hugetlb_lock(vma);
+	unsigned long addr;
+	pte_t *ptep;
+
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += sz) {
+		ptep = pm_huge_pte_offset(c->mm, addr, sz);
+		if (ptep)
+			pm_count_huge(cnt, pm_huge_ptep_get(c->mm, addr, ptep),
+				      sz);
+	}
+	pm_hugetlb_unlock(mapping);
+}
+
 /* Walk [start, end) of one table level; end may be 0 for "top of space". */
 static void pm_walk_range(struct pm_ctx *c, struct pm_count *cnt,
 			  const u64 *table, int shift,
 			  unsigned long start, unsigned long end)
 {
+	struct address_space *mapping;
 	unsigned long addr, next;
 
 	for (addr = start; addr < end; addr = next) {
 		next = (addr | ((1UL << shift) - 1)) + 1;
 		if (next > end || next == 0)
 			next = end;
-		/* PTE tables may be freed by RCU (khugepaged collapse). */
 		if (shift == PM_PMD_SHIFT) {
+			/* PTE tables may be freed by RCU (khugepaged collapse). */
 			rcu_read_lock();
 			pm_walk_entry(c, cnt, table, shift, addr, next);
 			rcu_read_unlock();
+		} else if (shift == PM_PUD_SHIFT) {
+			/* The PUD entry is read under the lock, see above. */
+			mapping = pm_pud_range_lock(c->mm, addr, next);
+			pm_walk_entry(c, cnt, table, shift, addr, next);
+			pm_hugetlb_unlock(mapping);
+			cond_resched();
 		} else {
 			pm_walk_entry(c, cnt, table, shift, addr, next);
 		}
-		if (shift == PM_PUD_SHIFT)
-			cond_resched();
 	}
 }
 
@@ -1078,9 +1228,11 @@ static void pm_print_vma(struct pm_ctx *c, struct vm_area_struct *vma,
 	perms[4] = '\0';
 
 	/* smaps never adds hugetlb pages to Rss (smaps_hugetlb_range()). */
-	cnt.is_hugetlb = flags & VM_HUGETLB;
-	pm_walk_range(c, &cnt, c->pgd, c->top_shift,
-		      vma->vm_start, vma->vm_end);
+	if (flags & VM_HUGETLB)
+		pm_count_hugetlb(c, &cnt, vma);
+	else
+		pm_walk_range(c, &cnt, c->pgd, c->top_shift,
+			      vma->vm_start, vma->vm_end);
 
 	trunc = pm_vma_name(c, vma, &kind);
 	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s swap=%lu hugetlb=%lu%s",
@@ -1346,6 +1498,7 @@ static void pm_print_frame(struct pm_xlate *x)
 static void pm_print_va(struct pm_ctx *c)
 {
 	struct vm_area_struct *vma = find_vma(c->mm, va);
+	struct address_space *mapping;
 	struct pm_xlate x = { 0 };
 	int i;
 
@@ -1357,7 +1510,10 @@ static void pm_print_va(struct pm_ctx *c)
 	else
 		pm_rec("va addr=0x%lx mapped=0", va);
 
+	/* A hugetlb VMA's tables are read under pm_hugetlb_lock(). */
+	mapping = pm_hugetlb_lock(vma);
 	pm_xlate(c, vma, va, &x);
+	pm_hugetlb_unlock(mapping);
 	for (i = 0; i < x.nlev; i++)
 		pm_rec("va_level level=%s idx=%u value=0x%016llx flags=%s",
 		       pm_level_name(c, x.shift[i]), x.idx[i],
