@@ -2,8 +2,10 @@
 # capture.sh PID TAG [MODULE_ARGS...]
 #
 # Freeze process PID (SIGSTOP), read the kernel's own views of its memory and
-# load procmem.ko for it at the same moment, unload it, resume PID. Output is
-# a series of sections, each starting with a line "=== NAME ===".
+# load procmem.ko for it at the same moment, read its record from
+# /proc/procmem and its printk lines from the kernel log, unload it, resume
+# PID. Output is a series of sections, each starting with a line
+# "=== NAME ===".
 # NOSTOP=1 in the environment skips the freeze (for pids that must not stop);
 # NOPID=1 leaves pid= out of the module's arguments (to test that error).
 set -u
@@ -75,9 +77,22 @@ if [ -n "${NOPID:-}" ]; then
 else
 	insmod "$module" pid="$pid" tag="$tag" "$@" 2>&1
 fi
-echo "insmod_status=$?"
+status=$?
+echo "insmod_status=$status"
+# The record as the module keeps it (complete, whatever the log lost).
+section record
+[ $status = 0 ] && cat /proc/procmem 2>&1
+# The same lines through printk: from the mark on, or the whole log when
+# the mark is gone (the log overflowed and lost the start of the record).
 section dmesg
-dmesg -c | tee -a "$KMSG_KEEP" | sed -n "/memlayout-mark $tag\$/,\$p"
+log=$(dmesg -c | tee -a "$KMSG_KEEP")
+if printf '%s\n' "$log" | grep -q "memlayout-mark $tag\$"; then
+	echo "memlayout-log mark=1"
+	printf '%s\n' "$log" | sed -n "/memlayout-mark $tag\$/,\$p"
+else
+	echo "memlayout-log mark=0"
+	printf '%s\n' "$log"
+fi
 rmmod procmem 2>/dev/null
 
 [ $stopped = 1 ] && kill -CONT "$pid"

@@ -8,13 +8,19 @@
  * Every line is one record: "procmem: <record> key=value key=value ...".
  * See FORMAT.md for the records and their fields.
  *
+ * The records are collected into a buffer the module owns while the
+ * target's mmap lock is held, then printed with printk after the lock is
+ * dropped, and kept readable in /proc/procmem until the module is removed:
+ * the same lines, byte for byte, even when the kernel log overflows.
+ *
  * The page tables are walked by hand (no page-walk API is exported to
  * modules), but each raw entry is decoded with the kernel's own inline
  * helpers (pte_present(), pte_pfn(), pmd_present(), pte_to_swp_entry(),
  * ...) and counted with the rules of fs/proc/task_mmu.c (smaps).
  */
 
-#define pr_fmt(fmt) "procmem: " fmt
+#define PM_PREFIX "procmem: "
+#define pr_fmt(fmt) PM_PREFIX fmt
 
 #include <linux/version.h>
 #include <linux/module.h>
@@ -41,6 +47,9 @@
 #include <linux/swap.h>
 #include <linux/swapops.h>
 #include <linux/huge_mm.h>
+#include <linux/hugetlb.h>
+#include <linux/proc_fs.h>
+#include <linux/vmalloc.h>
 #include <asm/page.h>
 #include <asm/pgtable.h>
 #include <asm/processor.h>
@@ -356,6 +365,83 @@ static inline bool pm_pmd_page_unmapped(unsigned long pfn)
 #endif
 }
 
+/* A buffer that may be large: kvmalloc() since 4.12, vmalloc() before. */
+static inline void *pm_kvmalloc(size_t size)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 12, 0)
+	return kvmalloc(size, GFP_KERNEL);
+#else
+	return vmalloc(size);
+#endif
+}
+
+/*
+ * /proc/procmem: procfs takes a struct proc_ops since 5.6 and a struct
+ * file_operations before (which also needs .owner; proc_ops has none,
+ * proc_remove() waits for readers instead).
+ */
+static ssize_t pm_proc_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos);
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 6, 0)
+static const struct proc_ops pm_proc_ops = {
+	.proc_read = pm_proc_read,
+	.proc_lseek = default_llseek,
+};
+#else
+static const struct file_operations pm_proc_ops = {
+	.owner = THIS_MODULE,
+	.read = pm_proc_read,
+	.llseek = default_llseek,
+};
+#endif
+
+static inline struct proc_dir_entry *pm_proc_create(const char *name)
+{
+	return proc_create(name, 0400, NULL, &pm_proc_ops);
+}
+
+/*
+ * The pud entry for addr below a present pgd entry, or NULL when the p4d
+ * level (5-level paging, 4.12+; folded into the pgd with 4 levels) has no
+ * table there.
+ */
+static inline pud_t *pm_pud_offset(pgd_t *pgd, unsigned long addr)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 12, 0)
+	p4d_t *p4d = p4d_offset(pgd, addr);
+
+	if (!p4d_present(*p4d))
+		return NULL;
+	return pud_offset(p4d, addr);
+#else
+	return pud_offset(pgd, addr);
+#endif
+}
+
+/* A hugetlb entry as the kernel reads it: huge_ptep_get() gained mm, addr in 6.11. */
+static inline pte_t pm_huge_ptep_get(struct mm_struct *mm, unsigned long addr,
+				     pte_t *ptep)
+{
+#if !defined(CONFIG_HUGETLB_PAGE)
+	return *ptep;	/* never called: no hugetlb VMAs without hugetlb */
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+	return huge_ptep_get(mm, addr, ptep);
+#else
+	return huge_ptep_get(ptep);
+#endif
+}
+
+/* The huge page size of a hugetlb VMA (huge_page_size(hstate_vma())). */
+static inline unsigned long pm_huge_page_size(struct vm_area_struct *vma)
+{
+#ifdef CONFIG_HUGETLB_PAGE
+	return huge_page_size(hstate_vma(vma));
+#else
+	return PAGE_SIZE;
+#endif
+}
+
 /* ------------------------------------------------------------------ */
 /* End of the version block.                                          */
 /* ------------------------------------------------------------------ */
@@ -423,7 +509,28 @@ static enum pm_find pm_find_mode;
 /* Escaped tag, kept for the unload record. */
 static char pm_tag[PM_ESC_MAX + 1];
 static bool pm_tag_trunc;
-static unsigned int pm_nrec;
+
+/*
+ * The record of this load: every line, "procmem: ...\n", as printk prints
+ * it and /proc/procmem returns it. Written only during init (before the
+ * proc file exists), read-only afterwards, freed at unload.
+ */
+#define PM_BUF_INIT	(64 * 1024)
+#define PM_BUF_MAX	(8 * 1024 * 1024)
+#define PM_LINE_MAX	1024	/* printk's own limit; ours stay far below */
+#define PM_BUF_RESERVE	(2 * PM_LINE_MAX)	/* the closing error and end */
+
+struct pm_buf {
+	char *data;
+	size_t len;
+	size_t size;
+	unsigned int lines;
+	unsigned int dropped;	/* lines that did not fit */
+	bool nomem;		/* ... because an allocation failed */
+};
+
+static struct pm_buf pm_out;
+static struct proc_dir_entry *pm_proc;
 
 struct pm_ctx {
 	struct mm_struct *mm;
@@ -448,29 +555,99 @@ struct pm_count {
 	unsigned long huge_pmd;
 	unsigned long huge_pud;
 	bool normal_only;
-	bool is_hugetlb;	/* the walked range is a hugetlb VMA */
 	bool check_vma;		/* descend only where a VMA lives */
 };
 
-/* Print one record and count it. */
-static __printf(1, 2) void pm_rec(const char *fmt, ...)
+/* ---- the record buffer ---------------------------------------------- */
+
+static int pm_buf_init(struct pm_buf *b)
 {
-	struct va_format vaf;
+	memset(b, 0, sizeof(*b));
+	b->data = pm_kvmalloc(PM_BUF_INIT);
+	if (!b->data)
+		return -ENOMEM;
+	b->size = PM_BUF_INIT;
+	return 0;
+}
+
+static void pm_buf_free(struct pm_buf *b)
+{
+	kvfree(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/*
+ * Make room for one more line plus PM_BUF_RESERVE, growing the buffer
+ * (GFP_KERNEL: allowed under the mmap read lock, which only must not be
+ * held across a fault on user memory) up to PM_BUF_MAX. The reserve is
+ * always allocated, so the closing lines never need an allocation.
+ */
+static bool pm_buf_room(struct pm_buf *b)
+{
+	size_t need = b->len + PM_LINE_MAX + PM_BUF_RESERVE;
+	size_t size;
+	char *data;
+
+	if (need <= b->size)
+		return true;
+	if (need > PM_BUF_MAX)
+		return false;
+	size = clamp_t(size_t, b->size * 2, need, PM_BUF_MAX);
+	data = pm_kvmalloc(size);
+	if (!data) {
+		b->nomem = true;
+		return false;
+	}
+	memcpy(data, b->data, b->len);
+	kvfree(b->data);
+	b->data = data;
+	b->size = size;
+	return true;
+}
+
+/*
+ * Append "procmem: <fmt>\n". A line that finds no room is dropped and
+ * counted, and so is every later one except the closing lines (@closing),
+ * which use the reserve.
+ */
+static void pm_vappend(struct pm_buf *b, bool closing, const char *fmt,
+		       va_list args)
+{
+	size_t plen = strlen(PM_PREFIX);
+	char *line;
+	int n;
+
+	if (!closing && (b->dropped || !pm_buf_room(b))) {
+		b->dropped++;
+		return;
+	}
+	if (b->len + PM_LINE_MAX > b->size)
+		return;		/* cannot happen: the reserve is kept */
+	line = b->data + b->len;
+	memcpy(line, PM_PREFIX, plen);
+	n = vsnprintf(line + plen, PM_LINE_MAX - plen - 1, fmt, args);
+	n = min_t(int, n, PM_LINE_MAX - plen - 2);
+	line[plen + n] = '\n';
+	b->len += plen + n + 1;
+	b->lines++;
+}
+
+static __printf(2, 3) void pm_append(bool closing, const char *fmt, ...)
+{
 	va_list args;
 
 	va_start(args, fmt);
-	vaf.fmt = fmt;
-	vaf.va = &args;
-	pr_info("%pV\n", &vaf);
+	pm_vappend(&pm_out, closing, fmt, args);
 	va_end(args);
-	pm_nrec++;
 }
+
+/* One record line; see pm_vappend(). */
+#define pm_rec(fmt, ...)	pm_append(false, fmt, ##__VA_ARGS__)
 
 static void pm_error(int err, const char *reason)
 {
-	pr_err("error tag=%s pid=%d errno=%d reason=%s\n",
+	pm_rec("error tag=%s pid=%d errno=%d reason=%s",
 	       pm_tag, pid, err, reason);
-	pm_nrec++;
 }
 
 /*
@@ -694,25 +871,16 @@ static bool pm_is_huge_zero(u64 v, unsigned long pfn)
  * Not a special entry (x86 marks PFN-map entries _PAGE_SPECIAL), a frame
  * with a struct page, not the zero page, not the huge zero page.
  */
-static bool pm_normal_leaf(const struct pm_ctx *c, const struct pm_count *cnt,
-			   u64 v, int shift, unsigned long pfn)
+static bool pm_normal_leaf(const struct pm_ctx *c, u64 v, int shift,
+			   unsigned long pfn)
 {
 	if ((v & _PAGE_SPECIAL) || !pfn_valid(pfn))
 		return false;
 	if (shift == PM_PTE_SHIFT)
 		return pfn != c->zero_pfn;
-	if (shift == PM_PMD_SHIFT && !cnt->is_hugetlb)
+	if (shift == PM_PMD_SHIFT)
 		return !pm_is_huge_zero(v, pfn);
 	return true;
-}
-
-/* Resident pages go to rss, or to hugetlb in a hugetlb VMA (never both). */
-static void pm_add_resident(struct pm_count *cnt, unsigned long pages)
-{
-	if (cnt->is_hugetlb)
-		cnt->hugetlb += pages;
-	else
-		cnt->rss += pages;
 }
 
 static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
@@ -725,8 +893,8 @@ static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
 		cnt->huge_pmd++;
 	else if (shift == PM_PUD_SHIFT)
 		cnt->huge_pud++;
-	if (pm_normal_leaf(c, cnt, v, shift, pm_leaf_pfn(v, shift)))
-		pm_add_resident(cnt, pages);
+	if (pm_normal_leaf(c, v, shift, pm_leaf_pfn(v, shift)))
+		cnt->rss += pages;
 }
 
 /*
@@ -734,25 +902,23 @@ static void pm_count_leaf(struct pm_ctx *c, struct pm_count *cnt, u64 v,
  * a real swap entry adds to Swap; a migration, device-private (and on
  * newer kernels device-exclusive, hwpoison) entry still has its page,
  * which is counted in Rss; pte markers count nowhere. smaps_pmd_entry():
- * a PMD migration entry counts the whole THP. smaps_hugetlb_range(): a
- * pfn swap entry in a hugetlb VMA counts as a hugetlb page.
+ * a PMD migration entry counts the whole THP. (Hugetlb VMAs are counted
+ * by pm_count_hugetlb(), not here.)
  */
 static void pm_count_absent(struct pm_count *cnt, u64 v, int shift,
 			    unsigned long start, unsigned long end)
 {
 	unsigned long pages = (end - start) >> PAGE_SHIFT;
 
-	if (shift == PM_PTE_SHIFT ||
-	    (cnt->is_hugetlb && shift <= PM_PUD_SHIFT)) {
+	if (shift == PM_PTE_SHIFT) {
 		if (pte_none(pm_pte(v)))
 			return;
 		switch (pm_pte_absent(pm_pte(v))) {
 		case PM_ABSENT_SWAP:
-			if (!cnt->is_hugetlb)
-				cnt->swap += pages;
+			cnt->swap += pages;
 			break;
 		case PM_ABSENT_PAGE:
-			pm_add_resident(cnt, pages);
+			cnt->rss += pages;
 			break;
 		default:
 			break;
@@ -800,27 +966,147 @@ static void pm_walk_entry(struct pm_ctx *c, struct pm_count *cnt,
 			      start, end);
 }
 
+/* ---- hugetlb: shared PMD tables --------------------------------------- */
+
+/*
+ * Keep huge_pmd_unshare() away from a hugetlb VMA's page tables while they
+ * are read. A shared PMD table (CONFIG_ARCH_WANT_HUGE_PMD_SHARE) is linked
+ * from the PUDs of every process mapping the same 1 GiB of a hugetlbfs
+ * file, and huge_pmd_unshare() clears our PUD and drops our share of the
+ * table while only the mmap *read* lock is held (madvise(MADV_DONTNEED)),
+ * or without our mmap lock at all (another process truncating or punching
+ * the file). It runs with the file's i_mmap_rwsem held for write
+ * (i_mmap_assert_write_locked(), 5.7+) and, since 6.1, the hugetlb VMA
+ * lock as well. hugetlb_walk() (6.3+; the rule in the comment above
+ * huge_pte_offset() in mm/hugetlb.c) lets a walker hold either one for
+ * read. hugetlb_vma_lock_read() is not exported to modules, so this takes
+ * i_mmap_lock_read(), as rmap_walk_file() does around hugetlb walks (and
+ * hugetlb_fault() did from 5.7 to 6.0). Lock order: mmap_lock, then
+ * i_mmap_rwsem (mm/rmap.c). Before 5.7 try_to_unmap_one() could unshare
+ * under i_mmap_rwsem held for read: the kernel itself raced there.
+ */
+static struct address_space *pm_hugetlb_lock(struct vm_area_struct *vma)
+{
+	struct address_space *mapping;
+
+	if (!vma || !is_vm_hugetlb_page(vma) || !vma->vm_file)
+		return NULL;
+	mapping = vma->vm_file->f_mapping;
+	i_mmap_lock_read(mapping);
+	return mapping;
+}
+
+static void pm_hugetlb_unlock(struct address_space *mapping)
+{
+	if (mapping)
+		i_mmap_unlock_read(mapping);
+}
+
+/*
+ * For the raw walk (walk=): the lock of the hugetlb VMA that [start, end)
+ * of one PUD entry may share a PMD table with. A shared table's 1 GiB lies
+ * inside one hugetlb VMA, so that VMA is the first one in the range.
+ */
+static struct address_space *pm_pud_range_lock(struct mm_struct *mm,
+					       unsigned long start,
+					       unsigned long end)
+{
+	struct vm_area_struct *vma = find_vma(mm, start);
+
+	if (!vma || vma->vm_start >= end)
+		return NULL;
+	return pm_hugetlb_lock(vma);
+}
+
+/*
+ * mm/hugetlb.c huge_pte_offset() (the generic one x86 uses) with the
+ * kernel's inline table helpers, as hugetlb_walk() calls it: the entry of
+ * a huge page of size sz (a pud for 1 GiB, a pmd for 2 MiB), or NULL when
+ * an upper level has no table. Caller holds pm_hugetlb_lock().
+ */
+static pte_t *pm_huge_pte_offset(struct mm_struct *mm, unsigned long addr,
+				 unsigned long sz)
+{
+	pgd_t *pgd = pgd_offset(mm, addr);
+	pud_t *pud;
+
+	if (!pgd_present(*pgd))
+		return NULL;
+	pud = pm_pud_offset(pgd, addr);
+	if (!pud)
+		return NULL;
+	if (sz == PUD_SIZE)
+		return (pte_t *)pud;
+	if (!pud_present(*pud))
+		return NULL;
+	return (pte_t *)pmd_offset(pud, addr);
+}
+
+/* One huge entry, counted as fs/proc/task_mmu.c smaps_hugetlb_range(). */
+static void pm_count_huge(struct pm_count *cnt, pte_t pte, unsigned long sz)
+{
+	unsigned long pages = sz >> PAGE_SHIFT;
+
+	if (pte_none(pte))
+		return;
+	if (pte_present(pte)) {
+		cnt->present += pages;
+		if (!pte_special(pte) && pfn_valid(pte_pfn(pte)))
+			cnt->hugetlb += pages;
+	} else if (pm_pte_absent(pte) == PM_ABSENT_PAGE) {
+		cnt->hugetlb += pages;
+	}
+}
+
+/*
+ * A hugetlb VMA is not walked by hand: like walk_hugetlb_range()
+ * (mm/pagewalk.c, which feeds smaps_hugetlb_range()), each huge page's
+ * entry is found with huge_pte_offset() and read with huge_ptep_get(),
+ * under the lock of pm_hugetlb_lock().
+ */
+static void pm_count_hugetlb(struct pm_ctx *c, struct pm_count *cnt,
+			     struct vm_area_struct *vma)
+{
+	unsigned long sz = pm_huge_page_size(vma);
+	struct address_space *mapping = pm_hugetlb_lock(vma);
+	unsigned long addr;
+	pte_t *ptep;
+
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += sz) {
+		ptep = pm_huge_pte_offset(c->mm, addr, sz);
+		if (ptep)
+			pm_count_huge(cnt, pm_huge_ptep_get(c->mm, addr, ptep),
+				      sz);
+	}
+	pm_hugetlb_unlock(mapping);
+}
+
 /* Walk [start, end) of one table level; end may be 0 for "top of space". */
 static void pm_walk_range(struct pm_ctx *c, struct pm_count *cnt,
 			  const u64 *table, int shift,
 			  unsigned long start, unsigned long end)
 {
+	struct address_space *mapping;
 	unsigned long addr, next;
 
 	for (addr = start; addr < end; addr = next) {
 		next = (addr | ((1UL << shift) - 1)) + 1;
 		if (next > end || next == 0)
 			next = end;
-		/* PTE tables may be freed by RCU (khugepaged collapse). */
 		if (shift == PM_PMD_SHIFT) {
+			/* PTE tables may be freed by RCU (khugepaged collapse). */
 			rcu_read_lock();
 			pm_walk_entry(c, cnt, table, shift, addr, next);
 			rcu_read_unlock();
+		} else if (shift == PM_PUD_SHIFT) {
+			/* The PUD entry is read under the lock, see above. */
+			mapping = pm_pud_range_lock(c->mm, addr, next);
+			pm_walk_entry(c, cnt, table, shift, addr, next);
+			pm_hugetlb_unlock(mapping);
+			cond_resched();
 		} else {
 			pm_walk_entry(c, cnt, table, shift, addr, next);
 		}
-		if (shift == PM_PUD_SHIFT)
-			cond_resched();
 	}
 }
 
@@ -942,9 +1228,11 @@ static void pm_print_vma(struct pm_ctx *c, struct vm_area_struct *vma,
 	perms[4] = '\0';
 
 	/* smaps never adds hugetlb pages to Rss (smaps_hugetlb_range()). */
-	cnt.is_hugetlb = flags & VM_HUGETLB;
-	pm_walk_range(c, &cnt, c->pgd, c->top_shift,
-		      vma->vm_start, vma->vm_end);
+	if (flags & VM_HUGETLB)
+		pm_count_hugetlb(c, &cnt, vma);
+	else
+		pm_walk_range(c, &cnt, c->pgd, c->top_shift,
+			      vma->vm_start, vma->vm_end);
 
 	trunc = pm_vma_name(c, vma, &kind);
 	pm_rec("vma idx=%u start=0x%lx end=0x%lx size=%lu perms=%s pgoff=0x%llx flags=0x%lx rss=%lu present=%lu file=%s kind=%s swap=%lu hugetlb=%lu%s",
@@ -1065,8 +1353,45 @@ struct pm_xlate {
 	const char *reason;
 };
 
-/* Take a reference on the page under RCU, if it is safe to read. */
-static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x)
+/*
+ * A special leaf has no struct page to read through: pte_special() (x86
+ * marks PFN-map and other special entries with _PAGE_SPECIAL, also on
+ * PMDs and PUDs, pmd_special() 6.11+), and a ZONE_DEVICE (devmap) entry's
+ * page may not be referenced without its pgmap. The vm_normal_page() and
+ * GUP-fast rules; VM_PFNMAP/VM_IO and frames without a struct page (also
+ * VM_MIXEDMAP ones) are refused by the caller.
+ */
+static bool pm_leaf_special(u64 v)
+{
+#ifdef _PAGE_DEVMAP
+	if (v & _PAGE_DEVMAP)
+		return true;
+#endif
+	return v & _PAGE_SPECIAL;
+}
+
+/*
+ * The leaf still maps the frame that was referenced: present, still a
+ * leaf, same first pfn. GUP-fast's rule (mm/gup.c gup_pte_range(),
+ * gup_fast_pte_range() since 6.9, and the pmd/pud variants): after the
+ * speculative reference, read the entry again; if it changed, the page may
+ * have been unmapped and freed (and reused) before the reference was
+ * taken, so it is not the page this address maps.
+ */
+static bool pm_leaf_unchanged(const u64 *leaf, u64 old, int shift)
+{
+	u64 v = READ_ONCE(*leaf);
+
+	return pm_present(v, shift) && pm_is_leaf(v, shift) &&
+	       pm_leaf_pfn(v, shift) == pm_leaf_pfn(old, shift);
+}
+
+/*
+ * Take a reference on the page of the leaf *leaf (value v) under RCU, if it
+ * is safe to read, then re-check the leaf; x->head is the reference.
+ */
+static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x,
+			 const u64 *leaf, u64 v)
 {
 	unsigned long pfn = x->pa >> PAGE_SHIFT;
 
@@ -1074,13 +1399,20 @@ static void pm_xlate_ref(struct vm_area_struct *vma, struct pm_xlate *x)
 		x->reason = "no_vma";
 	} else if (vma->vm_flags & (VM_IO | VM_PFNMAP)) {
 		x->reason = "io_or_pfnmap";
+	} else if (pm_leaf_special(v)) {
+		x->reason = "special";
 	} else if (!pfn_valid(pfn)) {
 		x->reason = "invalid_pfn";
 	} else {
 		x->page = pfn_to_page(pfn);
 		x->head = pm_page_tryget(x->page);
-		if (!x->head)
+		if (!x->head) {
 			x->reason = "page_ref_failed";
+		} else if (!pm_leaf_unchanged(leaf, v, x->leaf_shift)) {
+			pm_page_put(x->head);
+			x->head = NULL;
+			x->reason = "stale";
+		}
 	}
 }
 
@@ -1112,7 +1444,7 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 			x->pa = ((u64)pm_leaf_pfn(v, shift) << PAGE_SHIFT) +
 				(addr & ((1UL << shift) - 1));
 			x->reason = NULL;
-			pm_xlate_ref(vma, x);
+			pm_xlate_ref(vma, x, &table[x->idx[x->nlev - 1]], v);
 			break;
 		}
 		table = pm_next_table(v);
@@ -1124,7 +1456,10 @@ static void pm_xlate(struct pm_ctx *c, struct vm_area_struct *vma,
 	rcu_read_unlock();
 }
 
-/* Copy the first bytes of the referenced page; may sleep (kmap). */
+/*
+ * Copy the first bytes of the referenced page; may sleep (kmap), so it runs
+ * after rcu_read_unlock(), under the reference pm_xlate_ref() checked.
+ */
 static bool pm_read_page(struct page *page, u8 *out)
 {
 	void *kaddr = kmap(page);
@@ -1163,6 +1498,7 @@ static void pm_print_frame(struct pm_xlate *x)
 static void pm_print_va(struct pm_ctx *c)
 {
 	struct vm_area_struct *vma = find_vma(c->mm, va);
+	struct address_space *mapping;
 	struct pm_xlate x = { 0 };
 	int i;
 
@@ -1174,7 +1510,10 @@ static void pm_print_va(struct pm_ctx *c)
 	else
 		pm_rec("va addr=0x%lx mapped=0", va);
 
+	/* A hugetlb VMA's tables are read under pm_hugetlb_lock(). */
+	mapping = pm_hugetlb_lock(vma);
 	pm_xlate(c, vma, va, &x);
+	pm_hugetlb_unlock(mapping);
 	for (i = 0; i < x.nlev; i++)
 		pm_rec("va_level level=%s idx=%u value=0x%016llx flags=%s",
 		       pm_level_name(c, x.shift[i]), x.idx[i],
@@ -1185,9 +1524,8 @@ static void pm_print_va(struct pm_ctx *c)
 
 /*
  * Everything between begin and end; the caller holds the mmap read lock.
- * The records are printed as they are collected, so printk runs under the
- * lock (it never faults or sleeps on user memory; collecting every VMA
- * first would need an unbounded buffer).
+ * The records only go into pm_out here: nothing is printed, nothing
+ * touches user memory, and the lock is dropped before they are printed.
  */
 static void pm_report(struct pm_ctx *c)
 {
@@ -1358,26 +1696,38 @@ static void pm_ctx_init(struct pm_ctx *c, struct mm_struct *mm)
 	c->zero_pfn = page_to_pfn(ZERO_PAGE(0));
 }
 
-static int __init procmem_init(void)
+/*
+ * Close the record: an error when lines were dropped (the buffer reached
+ * PM_BUF_MAX, or could not grow), then end with the count of lines kept.
+ * Both use the buffer's reserve.
+ */
+static void pm_finish(void)
+{
+	struct pm_buf *b = &pm_out;
+
+	if (b->dropped)
+		pm_append(true, "error tag=%s pid=%d errno=%d reason=%s dropped=%u",
+			  pm_tag, pid, b->nomem ? -ENOMEM : -EFBIG,
+			  b->nomem ? "out_of_memory" : "record_too_large",
+			  b->dropped);
+	pm_append(true, "end tag=%s pid=%d records=%u", pm_tag, pid,
+		  b->lines + 1);
+}
+
+/*
+ * The report of the task, begin to end, or one error record. The mm is
+ * held by mm_users (get_task_mm()), so a target that exits meanwhile keeps
+ * its address space until mmput() below and the report stays consistent;
+ * one that has exited already has no mm (process_exited_no_mm).
+ */
+static void pm_collect_task(struct pm_ctx *c)
 {
 	struct task_struct *task;
-	struct pm_ctx *c;
 	int err;
 
-	pm_nrec = 0;
-	pm_tag_trunc = pm_escape(pm_tag, (tag && *tag) ? tag : "-");
-	err = pm_check_params();
-	if (err)
-		return err;
-
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
-	if (!c) {
-		pm_error(-ENOMEM, "out_of_memory");
-		return -ENOMEM;
-	}
 	task = pm_find_task(c, &err);
 	if (!task)
-		goto out_free;
+		return;
 	c->mm = pm_get_mm(task, &err);
 	if (!c->mm)
 		goto out_task;
@@ -1385,27 +1735,96 @@ static int __init procmem_init(void)
 	pm_ctx_init(c, c->mm);
 	/* A fatal signal ends the wait (e.g. a writer holds it for long). */
 	if (pm_mmap_read_lock_killable(c->mm)) {
-		err = -EINTR;
-		pm_error(err, "interrupted");
+		pm_error(-EINTR, "interrupted");
 		goto out_mm;
 	}
 	pm_print_begin(c, task);
 	pm_report(c);
 	pm_mmap_read_unlock(c->mm);
-	pm_rec("end tag=%s pid=%d records=%u", pm_tag, pid, pm_nrec + 1);
-	err = 0;
-
+	pm_finish();
 out_mm:
 	mmput(c->mm);
 out_task:
 	put_task_struct(task);
-out_free:
+}
+
+static void pm_collect(void)
+{
+	struct pm_ctx *c;
+
+	if (pm_check_params())
+		return;
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c) {
+		pm_error(-ENOMEM, "out_of_memory");
+		return;
+	}
+	pm_collect_task(c);
 	kfree(c);
-	return err;
+}
+
+/* printk every collected line, with no lock held; errors at KERN_ERR. */
+static void pm_print_lines(const struct pm_buf *b)
+{
+	static const char err[] = PM_PREFIX "error ";
+	const char *line = b->data;
+	const char *end = b->data + b->len;
+	const char *nl;
+
+	for (; line < end; line = nl + 1) {
+		nl = memchr(line, '\n', end - line);
+		if (!nl)
+			break;
+		/* The line carries the prefix already: printk, not pr_*(). */
+		if (!strncmp(line, err, sizeof(err) - 1))
+			printk(KERN_ERR "%.*s\n", (int)(nl - line), line);
+		else
+			printk(KERN_INFO "%.*s\n", (int)(nl - line), line);
+		cond_resched();
+	}
+}
+
+static ssize_t pm_proc_read(struct file *file, char __user *ubuf,
+			    size_t count, loff_t *ppos)
+{
+	return simple_read_from_buffer(ubuf, count, ppos, pm_out.data,
+				       pm_out.len);
+}
+
+/*
+ * Load: collect the record (errors included), publish it in /proc/procmem,
+ * print it. Init returns 0 whatever the record says, so that the file
+ * stays until rmmod; it fails only when the record cannot be kept (no
+ * buffer, no proc file), and then frees everything it took.
+ */
+static int __init procmem_init(void)
+{
+	int err;
+
+	err = pm_buf_init(&pm_out);
+	if (err) {
+		pr_err("error tag=- pid=%d errno=%d reason=out_of_memory\n",
+		       pid, err);
+		return err;
+	}
+	pm_tag_trunc = pm_escape(pm_tag, (tag && *tag) ? tag : "-");
+	pm_collect();
+
+	pm_proc = pm_proc_create("procmem");
+	pm_print_lines(&pm_out);
+	if (!pm_proc) {
+		pr_err("error tag=%s pid=%d errno=%d reason=proc_create_failed\n",
+		       pm_tag, pid, -ENOMEM);
+		pm_buf_free(&pm_out);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static void __exit procmem_exit(void)
 {
+	proc_remove(pm_proc);	/* waits for readers still in pm_proc_read() */
+	pm_buf_free(&pm_out);
 	pr_info("unload tag=%s\n", pm_tag);
 }
 

@@ -32,7 +32,7 @@ from ..rundir import GuestDir
 from . import saved
 from .console import ConsoleWatcher, tail
 from .image import BaseImage
-from .qemu import DEFAULT_CPU, VMSpec, create_overlay, free_port, qemu_command
+from .qemu import DEFAULT_CPU, KERNEL_ARGS, VMSpec, create_overlay, free_port, qemu_command
 from .saved import SavedState
 from .state import LiveState
 
@@ -46,6 +46,7 @@ class MachineConfig:
     cpu: str = DEFAULT_CPU
     memory_mib: int = 1024
     smp: int = 2
+    kernel_args: str = KERNEL_ARGS
 
     def key(self, spec_args: str, seed: bool) -> dict[str, object]:
         """What a saved state of this configuration depends on."""
@@ -167,6 +168,7 @@ class Machine:
                 smp=c.smp,
                 kernel=self.image.kernel_path,
                 initrd=self.image.initrd_path,
+                kernel_args=c.kernel_args,
                 seed_iso=self.image.seed_path,
                 extra_args=self.extra_args,
             ),

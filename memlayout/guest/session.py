@@ -38,6 +38,7 @@ class GuestOptions:
     mirror: str | None = None
     memory_mib: int = 1024
     resume: bool = True  # resume a saved booted state when one matches
+    kernel_args: str = KERNEL_ARGS  # the guest kernel's command line (direct kernel boot)
 
     def __post_init__(self) -> None:
         get_profile(self.guest)  # an unknown name fails here, with the known ones listed
@@ -51,14 +52,18 @@ def prepare(
     base = ensure_image(get_profile(opts.guest), cache, mirror=opts.mirror, report=report)
     choice = accel.choose(opts.accel, base.kernel_path, opts.cpu, cache)
     config = MachineConfig(
-        accel=choice.accel, accel_reason=choice.reason, cpu=opts.cpu, memory_mib=opts.memory_mib
+        accel=choice.accel,
+        accel_reason=choice.reason,
+        cpu=opts.cpu,
+        memory_mib=opts.memory_mib,
+        kernel_args=opts.kernel_args,
     )
     return Machine(base, files, config, detached=detached, report=report)
 
 
 def saved_state_of(m: Machine) -> SavedState:
     """Where the saved state for exactly this machine's configuration lives."""
-    key = m.config.key(KERNEL_ARGS, seed=m.image.seed is not None)
+    key = m.config.key(m.config.kernel_args, seed=m.image.seed is not None)
     return saved_state_for(cache_dir(), m.image.guest, m.image.sha256, key)
 
 

@@ -3,7 +3,7 @@
 Cycles run in chunks: each chunk is one run of guest/cycler, which loads and
 unloads the module through finit_module/delete_module and times every pair in
 nanoseconds; after it the host reads dmesg once,
-checks that every load printed a complete record (or failed cleanly because
+checks that every load printed a complete record (or an error record because
 the target moved away) and that the kernel printed no oops, BUG or warning,
 then moves the log into the guest's keep file. In stress mode the target
 maps, unmaps, mprotects and grows
@@ -39,7 +39,7 @@ LOOP = "{cycler} {module} procmem {count} 'pid={pid} tag=c{chunk}x%u'"
 @dataclass
 class CycleStats:
     count: int = 0
-    failed_loads: int = 0  # insmod refused: the target had exited (stress mode)
+    failed_loads: int = 0  # an error record (the target had exited, stress mode) or insmod failed
     incomplete_records: int = 0
     trouble: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
@@ -84,14 +84,20 @@ class CycleStats:
         }
 
 
-_CYCLE = re.compile(r"^cycle \d+ rc=(\d+) ns=(\d+)$", re.M)
+_CYCLE = re.compile(r"^cycle (\d+) rc=(\d+) ns=(\d+)$", re.M)
 
 
-def check_chunk(dmesg: str, chunk: int, stats: CycleStats) -> None:
-    """Each successful load of this chunk must have left one complete record."""
+def check_chunk(dmesg: str, chunk: int, stats: CycleStats, refused: set[int] | None = None) -> None:
+    """Each load of this chunk left one complete record or one error record.
+
+    ``refused`` are the cycles whose insmod failed; a load that reported an error
+    (init still returns 0) counts as failed too, once.
+    """
     trouble = find_trouble(dmesg)
     if trouble:
         stats.trouble.append(trouble)
+    errors = {int(n) for n in re.findall(rf"procmem: error tag=c{chunk}x(\d+) ", dmesg)}
+    stats.failed_loads += len(errors | (refused or set()))
     tags = set(re.findall(rf"procmem: begin tag=(c{chunk}x\d+) ", dmesg))
     for tag in sorted(tags):
         try:
@@ -124,13 +130,14 @@ def run(
             n = min(CHUNK, count - stats.count)
             loop = LOOP.format(cycler=CYCLER, count=n, module=MODULE_KO, pid=pid, chunk=chunk)
             out = remote.run(loop, timeout=CHUNK_TIMEOUT).stdout
-            for rc, ns in _CYCLE.findall(out):
+            refused = set()
+            for cycle, rc, ns in _CYCLE.findall(out):
                 stats.count += 1
                 stats.latencies_ms.append(int(ns) / 1e6)
                 if rc != "0":
-                    stats.failed_loads += 1
+                    refused.add(int(cycle))
             dmesg = remote.run(f"dmesg -c | tee -a {KMSG_KEEP}", check=True).stdout
-            check_chunk(dmesg, chunk, stats)
+            check_chunk(dmesg, chunk, stats, refused)
             if not _CYCLE.search(out):
                 stats.trouble.append(f"the cycle loop printed nothing: {out[-300:]}")
                 break

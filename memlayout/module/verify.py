@@ -9,7 +9,7 @@ from typing import Any
 
 from ..humanize import short_value
 from . import procviews as pv
-from .capture import Capture
+from .capture import Capture, error_text
 from .records import ProcRecord
 
 PAGE = 4096
@@ -31,6 +31,7 @@ class Verification:
     comm: str
     kernel: str
     checks: list[Check] = field(default_factory=list)
+    printk: dict[str, Any] | None = None  # the printk channel against /proc/procmem
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class Verification:
             "comm": self.comm,
             "kernel": self.kernel,
             "ok": self.ok,
+            "printk": self.printk,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -219,6 +221,16 @@ def check_tools(v: Verification, record: ProcRecord, sections: dict[str, str]) -
         )
 
 
+def check_printk(v: Verification, cap: Capture) -> None:
+    """The dmesg lines of the load equal the file's, or end them when the log overflowed."""
+    p = cap.printk
+    if p is None:
+        return  # the record was read from the log itself (an old capture)
+    v.printk = p.to_json()
+    name = "printk lines (dmesg) = /proc/procmem"
+    v.checks.append(Check(name, p.ok, p.expected, p.status, p.detail))
+
+
 def verify(cap: Capture) -> Verification:
     """Compare one capture's module record with its /proc views."""
     record = cap.record
@@ -231,9 +243,14 @@ def verify(cap: Capture) -> Verification:
             "the module produced no usable record",
         )
         return v
+    if record.errors:
+        v = Verification(cap.pid, str(record.begin.get("comm", "?")), cap.sections.get("meta", ""))
+        v.add("module record", "no error", error_text(record), "the module reported an error")
+        return v
     s = cap.sections
     v = Verification(record.pid, str(record.begin.get("comm")), str(record.begin.get("kernel")))
     v.add("insmod exit status", 0, cap.insmod_status, cap.insmod_output)
+    check_printk(v, cap)
     maps = pv.parse_maps(s.get("maps", ""))
     check_vmas(v, record, maps, pv.parse_smaps(s.get("smaps", "")))
     check_mm(v, record, pv.parse_stat(s.get("stat", "")), maps)

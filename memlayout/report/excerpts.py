@@ -74,22 +74,26 @@ MODULE_STEPS: list[tuple[str, str, list[str | tuple[str, str]]]] = [
         "assignment describes: from current's thread-group leader along task->tasks under "
         "rcu_read_lock(), comparing task_pid_vnr(), and cross-checks the result with the pid "
         "lookup. The walk costs O(processes) and finds thread-group leaders only. A pid that "
-        "does not exist makes insmod fail with ESRCH and an error record.",
+        "does not exist gives an error record with ESRCH (the module still loads, so the "
+        "error can be read from /proc/procmem).",
         ["pm_find_by_pid", "pm_find_by_list", "pm_find_task"],
     ),
     (
         "Pin the address space",
         "get_task_mm() takes a reference on the task's mm_struct (kernel threads have "
-        "none and are refused); procmem_init drops it with mmput() once the report is "
-        "printed, then put_task_struct() drops the task.",
-        ["pm_get_mm", ("task = pm_find_task(c, &err);", "return err;")],
+        "none and are refused); pm_collect_task drops it with mmput() once the report is "
+        "collected, then put_task_struct() drops the task. A task that exits meanwhile "
+        "keeps its address space until that mmput().",
+        ["pm_get_mm", "pm_collect_task"],
     ),
     (
         "Hold the mmap lock while reading",
-        "The whole report is printed under the mmap read lock, so the VMA tree cannot "
-        "change underneath. Kernel-version differences (mmap_read_lock() appeared in "
-        "5.8, before it the lock was mmap_sem) live in one block of small helpers.",
-        ["pm_report", "pm_mmap_read_lock"],
+        "The whole report is collected under the mmap read lock, so the VMA tree cannot "
+        "change underneath; nothing under it touches user memory, and it is dropped "
+        "before anything is printed. Kernel-version differences (mmap_read_lock() "
+        "appeared in 5.8, before it the lock was mmap_sem) live in one block of small "
+        "helpers.",
+        ["pm_report", "pm_mmap_read_lock_killable"],
     ),
     (
         "Walk the VMAs",
@@ -102,7 +106,9 @@ MODULE_STEPS: list[tuple[str, str, list[str | tuple[str, str]]]] = [
         "Walk the page tables by hand",
         "Resident pages are counted on raw x86_64 entries, level by level. PTE tables "
         "may be freed through RCU (khugepaged collapsing a range into a huge page), so "
-        "each PMD entry and the PTE table below it are visited inside rcu_read_lock().",
+        "each PMD entry and the PTE table below it are visited inside rcu_read_lock(). "
+        "Hugetlb VMAs are read with huge_pte_offset()'s descent and huge_ptep_get() under "
+        "the file's i_mmap_rwsem, so a shared PMD table cannot be unshared meanwhile.",
         ["pm_walk_range"],
     ),
     (
@@ -114,9 +120,12 @@ MODULE_STEPS: list[tuple[str, str, list[str | tuple[str, str]]]] = [
     ),
     (
         "Print records",
-        "Every line goes through one printk helper that prefixes 'procmem: ' (pr_fmt) "
-        "and counts it; the end record states the count, so a lost line is detected.",
-        ["pm_rec"],
+        "Every line goes through one helper that appends it, prefixed 'procmem: ' "
+        "(pr_fmt), to a buffer the module owns and counts it; the end record states the "
+        "count. After the lock is dropped the lines are printed with printk and the same "
+        "bytes are served from /proc/procmem until rmmod, so a record larger than the "
+        "kernel log is still read whole.",
+        ["pm_vappend", "pm_print_lines", "pm_proc_read"],
     ),
 ]
 

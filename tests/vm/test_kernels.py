@@ -49,7 +49,8 @@ def test_module_verifies_on_other_kernels(other: Session) -> None:
 )
 def test_bad_input_on_other_kernels(other: Session, args: list[str], errno: str) -> None:
     cap = capture(other.remote, 1, raw_args=args, stop=False, pid_arg=False)
-    assert cap.insmod_status != 0 and cap.errno_name == errno
+    assert cap.insmod_status == 0 and cap.errno_name == errno
+    assert cap.record is not None and cap.record.errors
 
 
 def test_va_and_walk_on_other_kernels(other: Session) -> None:
