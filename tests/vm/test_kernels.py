@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from memlayout import pipeline
 from memlayout.experiments import app
 from memlayout.guest.console import find_trouble
 from memlayout.guest.session import Session
@@ -18,6 +19,7 @@ from memlayout.rundir import GuestDir
 
 from .conftest import boot_session
 
+FUZZ_SEED = 8080  # fixed: a failure replays with invoke fuzz --guest G --seed 8080
 # One kernel before 6.1's VMA iterator and one after; MEMLAYOUT_OTHER_GUESTS overrides.
 OTHER_KERNELS = os.environ.get("MEMLAYOUT_OTHER_GUESTS", "debian-bullseye,debian-trixie").split(",")
 
@@ -66,6 +68,16 @@ def test_va_and_walk_on_other_kernels(other: Session) -> None:
         assert cap.record is not None and int(cap.record.walk["pte"]) > 0
     finally:
         proc.stop()
+
+
+def test_fuzz_on_other_kernels(other: Session, tmp_path: Path) -> None:
+    """A minute of seeded churn per kernel (the nightly fuzzes 15); the seed replays it."""
+    files = GuestDir(tmp_path / "g").create()
+    plan = pipeline.FuzzPlan(seconds=60, seed=FUZZ_SEED, length=12)
+    result = pipeline.fuzz_on(other.remote, files, "test", plan)
+    shown = [(m.seed, m.index, m.op, m.names(), m.shrunk) for m in result.mismatches]
+    assert not result.failures, (result.failures, shown)
+    assert result.checkpoints > 0
 
 
 def test_no_kernel_trouble_on_other_kernels(other: Session) -> None:
